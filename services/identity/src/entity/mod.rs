@@ -1,0 +1,10 @@
+pub mod break_glass;
+pub mod ceremony;
+pub mod credential;
+pub mod federated_identity;
+pub mod identity_provider;
+pub mod invitation;
+pub mod maintenance_grant;
+pub mod oidc_flow;
+pub mod session;
+pub mod user;

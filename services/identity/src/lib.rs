@@ -1,0 +1,23 @@
+//! Identity: people and their two-factor sign-in. Invitations lead to enrollment of a passkey
+//! (WebAuthn, user verification required, so one gesture proves two factors); sign-in creates a
+//! server-side session; every ceremony is stored server-side, single-use and expiring, so any
+//! replica can finish what another began.
+
+pub mod break_glass;
+pub mod entity;
+pub mod error;
+pub mod grants;
+pub mod inventory;
+pub mod mail;
+pub mod migration;
+pub mod oidc;
+pub mod routes;
+pub mod secretbox;
+mod secrets;
+pub mod service;
+
+pub use error::IdentityError;
+pub use migration::{grants, migrations};
+pub use oidc::{OidcOutcome, ProviderSettings, ProviderView};
+pub use secretbox::SecretBox;
+pub use service::{ClientMeta, IdentityService, InvitationInfo, NewSession, SessionInfo, UserInfo};

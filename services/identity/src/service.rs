@@ -1,0 +1,957 @@
+//! The identity service's typed API: invitations, WebAuthn enrollment and sign-in, sessions.
+
+use crate::entity::{ceremony, credential, invitation, session, user};
+use crate::error::IdentityError;
+use crate::secretbox::SecretBox;
+use crate::secrets::{constant_time_eq, random_token, sha256_hex};
+use anshin_platform::config::IdentityConfig;
+use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx, tenant_reader};
+use anshin_platform::error::Problem;
+use anshin_platform::secret::Secret;
+use anshin_platform::{Principal, Role, Subject, TenantKind};
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, Set,
+};
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use webauthn_rs::prelude::{
+    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Webauthn,
+    WebauthnBuilder,
+};
+
+/// How often `last_seen_at` is written; the idle timeout is exact to within this.
+const LAST_SEEN_GRANULARITY_SECS: i64 = 30;
+
+#[derive(Clone)]
+pub struct IdentityService {
+    db: DatabaseConnection,
+    webauthn: Arc<Webauthn>,
+    cfg: IdentityConfig,
+    public_url: Url,
+    secrets: SecretBox,
+    http: openidconnect::reqwest::Client,
+    mailer: Option<Arc<crate::mail::Mailer>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserInfo {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub last_sign_in_at: Option<DateTime<Utc>>,
+}
+
+impl UserInfo {
+    fn from_model(m: user::Model) -> Self {
+        Self {
+            id: m.id,
+            tenant_id: m.tenant_id,
+            email: m.email,
+            display_name: m.display_name,
+            role: Role::parse(&m.role).unwrap_or(Role::Auditor),
+            status: m.status,
+            created_at: m.created_at,
+            last_sign_in_at: m.last_sign_in_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub method: String,
+    pub user_agent: Option<String>,
+    pub source_ip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub absolute_expires_at: DateTime<Utc>,
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InvitationInfo {
+    pub id: Uuid,
+    /// True when the link went by mail; it is then not in this answer.
+    pub mailed: bool,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    pub expires_at: DateTime<Utc>,
+    /// The single-use enrollment link, when no mail server is configured. Shown once: only its
+    /// hash is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrollment_url: Option<String>,
+}
+
+/// A session just created. `cookie` is the only copy of the session secret.
+pub struct NewSession {
+    pub session_id: Uuid,
+    pub cookie: Secret,
+    pub csrf_token: String,
+    pub user: UserInfo,
+}
+
+/// Where a request came from, recorded on the session.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    pub user_agent: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+impl IdentityService {
+    pub fn new(
+        db: DatabaseConnection,
+        public_url: &str,
+        cfg: IdentityConfig,
+        secrets: SecretBox,
+    ) -> Result<Self, IdentityError> {
+        let url =
+            Url::parse(public_url).map_err(|e| IdentityError::Setup(format!("public URL: {e}")))?;
+        let rp_id = url
+            .host_str()
+            .ok_or_else(|| IdentityError::Setup("the public URL has no host".into()))?
+            .to_string();
+        let webauthn = WebauthnBuilder::new(&rp_id, &url)
+            .map_err(|e| IdentityError::Setup(e.to_string()))?
+            .rp_name("Anshin")
+            .timeout(std::time::Duration::from_secs(cfg.ceremony_timeout_secs))
+            .build()
+            .map_err(|e| IdentityError::Setup(e.to_string()))?;
+        // Provider calls never follow redirects (SSRF and mix-up protection).
+        let http = openidconnect::reqwest::ClientBuilder::new()
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| IdentityError::Setup(e.to_string()))?;
+        let mailer = match &cfg.smtp_url {
+            Some(url) => Some(Arc::new(crate::mail::Mailer::new(url, &cfg.mail_from)?)),
+            None => None,
+        };
+        Ok(Self {
+            mailer,
+            db,
+            webauthn: Arc::new(webauthn),
+            cfg,
+            public_url: url,
+            secrets,
+            http,
+        })
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub(crate) fn public_url(&self) -> &Url {
+        &self.public_url
+    }
+
+    pub(crate) fn config(&self) -> &IdentityConfig {
+        &self.cfg
+    }
+
+    /// The outbound HTTP client (no redirects, short timeouts), for alert delivery.
+    pub fn http_client(&self) -> openidconnect::reqwest::Client {
+        self.http.clone()
+    }
+
+    pub(crate) fn secrets(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    pub(crate) fn http(&self) -> &openidconnect::reqwest::Client {
+        &self.http
+    }
+
+    // ---- Invitations --------------------------------------------------------------------
+
+    /// Invites a person into the inviter's own tenant. Admin roles only.
+    pub async fn invite(
+        &self,
+        actor: &Principal,
+        email: &str,
+        display_name: &str,
+        role: Role,
+    ) -> Result<InvitationInfo, IdentityError> {
+        if !matches!(actor.role, Role::ProviderAdmin | Role::InstitutionAdmin) {
+            return Err(IdentityError::Forbidden(format!(
+                "the role {} may not invite people",
+                actor.role
+            )));
+        }
+        if !role.fits(actor.tenant_kind) {
+            return Err(IdentityError::Invalid(format!(
+                "the role {role} cannot belong to a {} tenant",
+                actor.tenant_kind.as_str()
+            )));
+        }
+        let email = normalise_email(email)?;
+        let display_name = display_name.trim();
+        if display_name.is_empty()
+            || display_name.chars().count() > 200
+            || display_name.chars().any(char::is_control)
+        {
+            return Err(IdentityError::Invalid(
+                "give a display name of 1–200 printable characters".into(),
+            ));
+        }
+        let token = random_token();
+        let now = Utc::now();
+        let tx = begin_platform_write_tx(&self.db).await?;
+        let taken = user::Entity::find()
+            .filter(user::Column::Email.eq(&email))
+            .one(&tx)
+            .await?;
+        if taken.is_some() {
+            return Err(IdentityError::Conflict(
+                "an account with this email address already exists".into(),
+            ));
+        }
+        let inv = invitation::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(actor.tenant_id),
+            email: Set(email),
+            display_name: Set(display_name.to_string()),
+            role: Set(role.as_str().into()),
+            token_hash: Set(sha256_hex(&token)),
+            invited_by: Set(actor.subject.label()),
+            created_at: Set(now),
+            expires_at: Set(now + Duration::hours(self.cfg.invitation_ttl_hours as i64)),
+            used_at: Set(None),
+        }
+        .insert(&tx)
+        .await?;
+        let mut link = self
+            .public_url
+            .join("/enroll")
+            .map_err(|e| IdentityError::Setup(e.to_string()))?;
+        link.set_fragment(Some(&format!("token={token}")));
+        // With a mail server the link goes only by mail, sent before the invitation commits:
+        // if the mail fails, nothing changes.
+        let mailed = match &self.mailer {
+            Some(m) => {
+                // Japan Standard Time has no daylight saving: UTC+9 always.
+                let expires = (inv.expires_at + Duration::hours(9))
+                    .format("%Y-%m-%d %H:%M JST")
+                    .to_string();
+                m.send_invitation(&inv.email, &inv.display_name, link.as_str(), &expires)
+                    .await?;
+                true
+            }
+            None => false,
+        };
+        tx.commit().await?;
+        Ok(InvitationInfo {
+            id: inv.id,
+            mailed,
+            email: inv.email,
+            display_name: inv.display_name,
+            role,
+            expires_at: inv.expires_at,
+            enrollment_url: (!mailed).then(|| link.to_string()),
+        })
+    }
+
+    // ---- Enrollment ---------------------------------------------------------------------
+
+    /// Starts registering a passkey for the person an enrollment token invites.
+    pub async fn enroll_begin(
+        &self,
+        token: &str,
+    ) -> Result<(Uuid, CreationChallengeResponse), IdentityError> {
+        let tx = begin_platform_write_tx(&self.db).await?;
+        let inv = usable_invitation(&tx, token).await?;
+        let user_id = Uuid::now_v7();
+        let (ccr, state) = self
+            .webauthn
+            .start_passkey_registration(user_id, &inv.email, &inv.display_name, None)
+            .map_err(|e| IdentityError::Ceremony(format!("cannot start registration: {e}")))?;
+        let id = self
+            .store_ceremony(
+                &tx,
+                "enrollment",
+                inv.tenant_id,
+                user_id,
+                Some(inv.id),
+                &state,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok((id, ccr))
+    }
+
+    /// Finishes registration: creates the account, its first passkey and a session.
+    pub async fn enroll_finish(
+        &self,
+        ceremony_id: Uuid,
+        response: &RegisterPublicKeyCredential,
+        credential_name: Option<&str>,
+        meta: ClientMeta,
+    ) -> Result<NewSession, IdentityError> {
+        let (c, state): (_, PasskeyRegistration) =
+            self.consume_ceremony(ceremony_id, "enrollment").await?;
+        let passkey = self
+            .webauthn
+            .finish_passkey_registration(response, &state)
+            .map_err(|e| {
+                IdentityError::Ceremony(format!("the passkey registration was not accepted: {e}"))
+            })?;
+        let tx = begin_platform_write_tx(&self.db).await?;
+        let inv_id = c
+            .invitation_id
+            .ok_or_else(|| IdentityError::Ceremony("the ceremony has no invitation".into()))?;
+        let inv = invitation::Entity::find_by_id(inv_id)
+            .one(&tx)
+            .await?
+            .ok_or_else(|| IdentityError::NotFound("the invitation no longer exists".into()))?;
+        let now = Utc::now();
+        // The invitation is single-use: only one finish can flip used_at.
+        let used = invitation::Entity::update_many()
+            .col_expr(invitation::Column::UsedAt, Expr::value(now))
+            .filter(invitation::Column::Id.eq(inv.id))
+            .filter(invitation::Column::UsedAt.is_null())
+            .exec(&tx)
+            .await?;
+        if used.rows_affected != 1 || inv.expires_at <= now {
+            return Err(IdentityError::Ceremony(
+                "the enrollment link was already used or has expired".into(),
+            ));
+        }
+        let u = user::ActiveModel {
+            id: Set(c.user_id),
+            tenant_id: Set(inv.tenant_id),
+            email: Set(inv.email.clone()),
+            display_name: Set(inv.display_name.clone()),
+            role: Set(inv.role.clone()),
+            status: Set("active".into()),
+            created_at: Set(now),
+            last_sign_in_at: Set(Some(now)),
+        }
+        .insert(&tx)
+        .await
+        .map_err(|e| {
+            if anshin_platform::db::is_unique_violation(&e) {
+                IdentityError::Conflict("an account with this email address already exists".into())
+            } else {
+                e.into()
+            }
+        })?;
+        self.store_credential(&tx, &u, &passkey, credential_name.unwrap_or("パスキー"))
+            .await?;
+        let s = self.create_session(&tx, &u, "passkey", meta).await?;
+        tx.commit().await?;
+        tracing::info!(user = %u.id, tenant = %u.tenant_id, "account enrolled with a passkey");
+        Ok(s)
+    }
+
+    // ---- Sign-in ------------------------------------------------------------------------
+
+    pub async fn sign_in_begin(
+        &self,
+        email: &str,
+    ) -> Result<(Uuid, RequestChallengeResponse), IdentityError> {
+        let email = normalise_email(email)?;
+        let tx = begin_platform_tx(&self.db).await?;
+        let u = user::Entity::find()
+            .filter(user::Column::Email.eq(&email))
+            .filter(user::Column::Status.eq("active"))
+            .one(&tx)
+            .await?;
+        tx.commit().await?;
+        let u = u.ok_or_else(|| IdentityError::Ceremony("sign-in could not start for this email address; check it, or ask your administrator for an invitation".into()))?;
+        self.passkey_challenge_for(u.id).await
+    }
+
+    /// A WebAuthn authentication challenge for one user's passkeys.
+    pub(crate) async fn passkey_challenge_for(
+        &self,
+        user_id: Uuid,
+    ) -> Result<(Uuid, RequestChallengeResponse), IdentityError> {
+        let tx = begin_platform_write_tx(&self.db).await?;
+        let u = user::Entity::find_by_id(user_id)
+            .one(&tx)
+            .await?
+            .filter(|u| u.status == "active")
+            .ok_or_else(|| IdentityError::Ceremony("the account is disabled".into()))?;
+        let passkeys = self.passkeys_of(&tx, u.id).await?;
+        if passkeys.is_empty() {
+            return Err(IdentityError::Ceremony("sign-in could not start for this email address; check it, or ask your administrator for an invitation".into()));
+        }
+        let (rcr, state) = self
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
+        let id = self
+            .store_ceremony(&tx, "sign_in", u.tenant_id, u.id, None, &state)
+            .await?;
+        tx.commit().await?;
+        Ok((id, rcr))
+    }
+
+    pub(crate) async fn has_passkey(&self, user_id: Uuid) -> Result<bool, IdentityError> {
+        let tx = begin_platform_tx(&self.db).await?;
+        let n = credential::Entity::find()
+            .filter(credential::Column::UserId.eq(user_id))
+            .one(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n.is_some())
+    }
+
+    pub async fn sign_in_finish(
+        &self,
+        ceremony_id: Uuid,
+        response: &PublicKeyCredential,
+        meta: ClientMeta,
+    ) -> Result<NewSession, IdentityError> {
+        let u = self.verify_passkey(ceremony_id, response).await?;
+        let tx = begin_platform_write_tx(&self.db).await?;
+        let s = self.create_session(&tx, &u, "passkey", meta).await?;
+        tx.commit().await?;
+        tracing::info!(user = %u.id, "signed in with a passkey");
+        Ok(s)
+    }
+
+    /// Checks a passkey assertion against its (single-use) ceremony, records the new counter,
+    /// and returns the account it proves.
+    pub(crate) async fn verify_passkey(
+        &self,
+        ceremony_id: Uuid,
+        response: &PublicKeyCredential,
+    ) -> Result<user::Model, IdentityError> {
+        let (c, state): (_, PasskeyAuthentication) =
+            self.consume_ceremony(ceremony_id, "sign_in").await?;
+        let result = self
+            .webauthn
+            .finish_passkey_authentication(response, &state)
+            .map_err(|e| IdentityError::Ceremony(format!("the passkey was not accepted: {e}")))?;
+        let tx = begin_platform_write_tx(&self.db).await?;
+        let u = user::Entity::find_by_id(c.user_id)
+            .one(&tx)
+            .await?
+            .filter(|u| u.status == "active")
+            .ok_or_else(|| IdentityError::Ceremony("the account is disabled".into()))?;
+        let cred_id = base64_url(result.cred_id().as_ref());
+        let stored = credential::Entity::find()
+            .filter(credential::Column::CredentialId.eq(&cred_id))
+            .filter(credential::Column::UserId.eq(u.id))
+            .one(&tx)
+            .await?
+            .ok_or_else(|| {
+                IdentityError::Ceremony("this passkey is not registered to the account".into())
+            })?;
+        let mut passkey: Passkey = serde_json::from_str(&stored.passkey)
+            .map_err(|e| IdentityError::Ceremony(format!("stored passkey is unreadable: {e}")))?;
+        passkey.update_credential(&result);
+        let now = Utc::now();
+        let mut am: credential::ActiveModel = stored.into();
+        am.passkey =
+            Set(serde_json::to_string(&passkey).map_err(|e| IdentityError::Setup(e.to_string()))?);
+        am.last_used_at = Set(Some(now));
+        am.update(&tx).await?;
+        let mut um: user::ActiveModel = u.into();
+        um.last_sign_in_at = Set(Some(now));
+        let u = um.update(&tx).await?;
+        tx.commit().await?;
+        Ok(u)
+    }
+
+    // ---- Sessions -----------------------------------------------------------------------
+
+    /// The principal of a session cookie, enforcing the idle and absolute timeouts and, for
+    /// requests that change state, the CSRF token.
+    pub async fn authenticate_session(
+        &self,
+        cookie: &str,
+        csrf: Option<&str>,
+        unsafe_method: bool,
+    ) -> Result<Option<Principal>, Problem> {
+        if cookie.len() != 43 {
+            return Ok(None);
+        }
+        let hash = sha256_hex(cookie);
+        let tx = begin_platform_tx(&self.db).await.map_err(Problem::from)?;
+        let Some(s) = session::Entity::find()
+            .filter(session::Column::TokenHash.eq(hash))
+            .one(&tx)
+            .await
+            .map_err(Problem::from)?
+        else {
+            tx.commit().await.map_err(Problem::from)?;
+            return Ok(None);
+        };
+        let u = user::Entity::find_by_id(s.user_id)
+            .one(&tx)
+            .await
+            .map_err(Problem::from)?;
+        tx.commit().await.map_err(Problem::from)?;
+        let kind = self.active_tenant_kind(s.tenant_id).await?;
+        let now = Utc::now();
+        let ended = if s.ended_at.is_some() {
+            Some(None)
+        } else if now >= s.absolute_expires_at {
+            Some(Some("absolute_timeout"))
+        } else if (now - s.last_seen_at).num_seconds() >= s.idle_timeout_secs {
+            Some(Some("idle_timeout"))
+        } else if u.as_ref().is_none_or(|u| u.status != "active") || kind.is_none() {
+            Some(Some("account_disabled"))
+        } else {
+            None
+        };
+        if let Some(reason) = ended {
+            if let Some(reason) = reason {
+                self.end(s.id, reason).await.map_err(Problem::from)?;
+            }
+            return Ok(None);
+        }
+        if unsafe_method && !csrf.is_some_and(|c| constant_time_eq(c, &s.csrf_token)) {
+            return Err(Problem::forbidden(
+                "this request changes data and needs the x-csrf-token header of your session",
+            ));
+        }
+        if (now - s.last_seen_at).num_seconds() >= LAST_SEEN_GRANULARITY_SECS {
+            let tx = begin_platform_tx(&self.db).await.map_err(Problem::from)?;
+            session::Entity::update_many()
+                .col_expr(session::Column::LastSeenAt, Expr::value(now))
+                .filter(session::Column::Id.eq(s.id))
+                .exec(&tx)
+                .await
+                .map_err(Problem::from)?;
+            tx.commit().await.map_err(Problem::from)?;
+        }
+        let (Some(u), Some(kind)) = (u, kind) else {
+            return Ok(None);
+        };
+        let Some(role) = Role::parse(&u.role) else {
+            return Ok(None);
+        };
+        Ok(Some(Principal {
+            subject: Subject::User {
+                id: u.id,
+                session_id: s.id,
+                email: u.email,
+            },
+            tenant_id: u.tenant_id,
+            tenant_kind: kind,
+            role,
+            grant: None,
+        }))
+    }
+
+    pub async fn me(&self, p: &Principal) -> Result<(UserInfo, String), IdentityError> {
+        let Subject::User { id, session_id, .. } = &p.subject else {
+            return Err(IdentityError::NotFound(
+                "API tokens have no user account".into(),
+            ));
+        };
+        let r = tenant_reader(&self.db, p.tenant_id).await?;
+        let u = user::Entity::find_by_id(*id)
+            .filter(user::Column::TenantId.eq(p.tenant_id))
+            .one(&r)
+            .await?
+            .ok_or_else(|| IdentityError::NotFound("no such account".into()))?;
+        let s = session::Entity::find_by_id(*session_id)
+            .filter(session::Column::UserId.eq(*id))
+            .one(&r)
+            .await?
+            .ok_or_else(|| IdentityError::NotFound("no such session".into()))?;
+        r.finish().await?;
+        Ok((UserInfo::from_model(u), s.csrf_token))
+    }
+
+    /// The caller's own sessions that have not ended, newest first.
+    pub async fn my_sessions(&self, p: &Principal) -> Result<Vec<SessionInfo>, IdentityError> {
+        let Subject::User { id, session_id, .. } = &p.subject else {
+            return Err(IdentityError::NotFound(
+                "API tokens have no sessions".into(),
+            ));
+        };
+        let r = tenant_reader(&self.db, p.tenant_id).await?;
+        let rows = session::Entity::find()
+            .filter(session::Column::UserId.eq(*id))
+            .filter(session::Column::TenantId.eq(p.tenant_id))
+            .filter(session::Column::EndedAt.is_null())
+            .order_by_desc(session::Column::CreatedAt)
+            .all(&r)
+            .await?;
+        r.finish().await?;
+        let now = Utc::now();
+        Ok(rows
+            .into_iter()
+            .filter(|s| {
+                now < s.absolute_expires_at
+                    && (now - s.last_seen_at).num_seconds() < s.idle_timeout_secs
+            })
+            .map(|s| SessionInfo {
+                current: s.id == *session_id,
+                id: s.id,
+                method: s.method,
+                user_agent: s.user_agent,
+                source_ip: s.source_ip,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                absolute_expires_at: s.absolute_expires_at,
+            })
+            .collect())
+    }
+
+    /// Ends one of the caller's own sessions; another user's session answers NotFound.
+    pub async fn end_my_session(
+        &self,
+        p: &Principal,
+        session_id: Uuid,
+    ) -> Result<(), IdentityError> {
+        let Subject::User { id, .. } = &p.subject else {
+            return Err(IdentityError::NotFound(
+                "API tokens have no sessions".into(),
+            ));
+        };
+        let tx = anshin_platform::db::begin_tenant_write_tx(&self.db, p.tenant_id).await?;
+        let r = session::Entity::update_many()
+            .col_expr(session::Column::EndedAt, Expr::value(Utc::now()))
+            .col_expr(session::Column::EndedReason, Expr::value("signed_out"))
+            .filter(session::Column::Id.eq(session_id))
+            .filter(session::Column::UserId.eq(*id))
+            .filter(session::Column::TenantId.eq(p.tenant_id))
+            .filter(session::Column::EndedAt.is_null())
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        if r.rows_affected == 0 {
+            return Err(IdentityError::NotFound(
+                "no open session with this id is yours".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn end(&self, session_id: Uuid, reason: &str) -> Result<(), IdentityError> {
+        let tx = begin_platform_tx(&self.db).await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::EndedAt, Expr::value(Utc::now()))
+            .col_expr(session::Column::EndedReason, Expr::value(reason))
+            .filter(session::Column::Id.eq(session_id))
+            .filter(session::Column::EndedAt.is_null())
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- Step-up ------------------------------------------------------------------------
+
+    /// For other services: refuse a sensitive action unless the person confirmed a passkey in
+    /// this session within `within`. API tokens (machines) are not asked; their scope is the
+    /// role they were issued with.
+    pub async fn require_recent_step_up(
+        &self,
+        p: &Principal,
+        within: Duration,
+    ) -> Result<(), IdentityError> {
+        let Subject::User { session_id, .. } = &p.subject else {
+            return Ok(());
+        };
+        let tx = begin_platform_tx(&self.db).await?;
+        let s = session::Entity::find_by_id(*session_id).one(&tx).await?;
+        tx.commit().await?;
+        let fresh = s
+            .and_then(|s| s.stepped_up_at)
+            .is_some_and(|t| Utc::now() - t <= within);
+        if fresh {
+            Ok(())
+        } else {
+            Err(IdentityError::StepUpRequired(format!(
+                "confirm with your passkey (POST /api/v1/me/step-up/begin and finish) and try again within {} minutes",
+                within.num_minutes()
+            )))
+        }
+    }
+
+    /// Starts a passkey confirmation for the signed-in person.
+    pub async fn step_up_begin(
+        &self,
+        p: &Principal,
+    ) -> Result<(Uuid, RequestChallengeResponse), IdentityError> {
+        let Subject::User { id, .. } = &p.subject else {
+            return Err(IdentityError::NotFound(
+                "API tokens have no passkeys".into(),
+            ));
+        };
+        self.passkey_challenge_for(*id).await
+    }
+
+    /// Finishes it: the session counts as freshly confirmed.
+    pub async fn step_up_finish(
+        &self,
+        p: &Principal,
+        ceremony_id: Uuid,
+        response: &PublicKeyCredential,
+    ) -> Result<(), IdentityError> {
+        let Subject::User { id, session_id, .. } = &p.subject else {
+            return Err(IdentityError::NotFound(
+                "API tokens have no passkeys".into(),
+            ));
+        };
+        let u = self.verify_passkey(ceremony_id, response).await?;
+        if u.id != *id {
+            return Err(IdentityError::Ceremony(
+                "the passkey belongs to another account".into(),
+            ));
+        }
+        let tx = begin_platform_tx(&self.db).await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::SteppedUpAt, Expr::value(Utc::now()))
+            .filter(session::Column::Id.eq(*session_id))
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- Internals ----------------------------------------------------------------------
+
+    /// The kind of a tenant that may still sign in (not suspended or destroyed), via tenancy's API.
+    async fn active_tenant_kind(&self, tenant_id: Uuid) -> Result<Option<TenantKind>, Problem> {
+        let t = anshin_tenancy::TenancyService::new(self.db.clone())
+            .admin_find(&tenant_id.to_string())
+            .await
+            .map_err(Problem::from)?;
+        Ok(t.filter(|t| {
+            !matches!(
+                t.status,
+                anshin_tenancy::TenantStatus::Suspended | anshin_tenancy::TenantStatus::Destroyed
+            )
+        })
+        .map(|t| t.kind))
+    }
+
+    async fn store_ceremony<S: Serialize>(
+        &self,
+        c: &impl ConnectionTrait,
+        kind: &str,
+        tenant_id: Uuid,
+        user_id: Uuid,
+        invitation_id: Option<Uuid>,
+        state: &S,
+    ) -> Result<Uuid, IdentityError> {
+        let now = Utc::now();
+        let m = ceremony::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            kind: Set(kind.into()),
+            tenant_id: Set(tenant_id),
+            user_id: Set(user_id),
+            invitation_id: Set(invitation_id),
+            state: Set(
+                serde_json::to_string(state).map_err(|e| IdentityError::Setup(e.to_string()))?
+            ),
+            created_at: Set(now),
+            expires_at: Set(now + Duration::seconds(self.cfg.ceremony_timeout_secs as i64)),
+            consumed_at: Set(None),
+        }
+        .insert(c)
+        .await?;
+        Ok(m.id)
+    }
+
+    /// Marks a ceremony used and returns it with its decoded state; a replayed, expired or unknown
+    /// one is refused.
+    async fn consume_ceremony<S: serde::de::DeserializeOwned>(
+        &self,
+        id: Uuid,
+        kind: &str,
+    ) -> Result<(ceremony::Model, S), IdentityError> {
+        let now = Utc::now();
+        let tx = begin_platform_write_tx(&self.db).await?;
+        let c = ceremony::Entity::find_by_id(id)
+            .filter(ceremony::Column::Kind.eq(kind))
+            .one(&tx)
+            .await?
+            .ok_or_else(|| IdentityError::Ceremony("unknown ceremony; start again".into()))?;
+        let r = ceremony::Entity::update_many()
+            .col_expr(ceremony::Column::ConsumedAt, Expr::value(now))
+            .filter(ceremony::Column::Id.eq(id))
+            .filter(ceremony::Column::ConsumedAt.is_null())
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        if r.rows_affected != 1 {
+            return Err(IdentityError::Ceremony(
+                "this challenge was already used; start again".into(),
+            ));
+        }
+        if c.expires_at <= now {
+            return Err(IdentityError::Ceremony(
+                "this challenge has expired; start again".into(),
+            ));
+        }
+        let state = serde_json::from_str(&c.state)
+            .map_err(|e| IdentityError::Ceremony(format!("stored ceremony is unreadable: {e}")))?;
+        Ok((c, state))
+    }
+
+    async fn passkeys_of(
+        &self,
+        c: &impl ConnectionTrait,
+        user_id: Uuid,
+    ) -> Result<Vec<Passkey>, IdentityError> {
+        let rows = credential::Entity::find()
+            .filter(credential::Column::UserId.eq(user_id))
+            .all(c)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(&r.passkey)
+                    .map_err(|e| IdentityError::Setup(format!("stored passkey is unreadable: {e}")))
+            })
+            .collect()
+    }
+
+    async fn store_credential(
+        &self,
+        c: &impl ConnectionTrait,
+        u: &user::Model,
+        passkey: &Passkey,
+        name: &str,
+    ) -> Result<(), IdentityError> {
+        let name: String = name
+            .trim()
+            .chars()
+            .filter(|ch| !ch.is_control())
+            .take(100)
+            .collect();
+        credential::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(u.id),
+            tenant_id: Set(u.tenant_id),
+            name: Set(if name.is_empty() {
+                "パスキー".into()
+            } else {
+                name
+            }),
+            credential_id: Set(base64_url(passkey.cred_id().as_ref())),
+            passkey: Set(
+                serde_json::to_string(passkey).map_err(|e| IdentityError::Setup(e.to_string()))?
+            ),
+            created_at: Set(Utc::now()),
+            last_used_at: Set(None),
+        }
+        .insert(c)
+        .await?;
+        Ok(())
+    }
+
+    /// A new session for `u` proven by `method`, in the caller's transaction.
+    pub(crate) async fn create_session(
+        &self,
+        c: &impl ConnectionTrait,
+        u: &user::Model,
+        method: &str,
+        meta: ClientMeta,
+    ) -> Result<NewSession, IdentityError> {
+        let absolute = self.cfg.session_absolute_timeout_secs as i64;
+        self.create_session_limited(c, u, method, meta, absolute)
+            .await
+    }
+
+    /// A fresh session id every sign-in (no fixation): the cookie value is new and random.
+    pub(crate) async fn create_session_limited(
+        &self,
+        c: &impl ConnectionTrait,
+        u: &user::Model,
+        method: &str,
+        meta: ClientMeta,
+        absolute_secs: i64,
+    ) -> Result<NewSession, IdentityError> {
+        let cookie = random_token();
+        let csrf = random_token();
+        let now = Utc::now();
+        let session_id = Uuid::now_v7();
+        session::ActiveModel {
+            id: Set(session_id),
+            token_hash: Set(sha256_hex(&cookie)),
+            user_id: Set(u.id),
+            tenant_id: Set(u.tenant_id),
+            method: Set(method.into()),
+            csrf_token: Set(csrf.clone()),
+            user_agent: Set(meta.user_agent.map(|s| s.chars().take(512).collect())),
+            source_ip: Set(meta.source_ip.map(|s| s.chars().take(64).collect())),
+            created_at: Set(now),
+            last_seen_at: Set(now),
+            idle_timeout_secs: Set(self.cfg.session_idle_timeout_secs as i64),
+            absolute_expires_at: Set(now + Duration::seconds(absolute_secs)),
+            stepped_up_at: Set(method.contains("passkey").then_some(now)),
+            ended_at: Set(None),
+            ended_reason: Set(None),
+        }
+        .insert(c)
+        .await?;
+        Ok(NewSession {
+            session_id,
+            cookie: Secret::new(cookie),
+            csrf_token: csrf,
+            user: UserInfo::from_model(u.clone()),
+        })
+    }
+}
+
+async fn usable_invitation(
+    c: &impl ConnectionTrait,
+    token: &str,
+) -> Result<invitation::Model, IdentityError> {
+    let inv = invitation::Entity::find()
+        .filter(invitation::Column::TokenHash.eq(sha256_hex(token)))
+        .one(c)
+        .await?
+        .ok_or_else(|| IdentityError::NotFound("this enrollment link is not valid".into()))?;
+    if inv.used_at.is_some() || inv.expires_at <= Utc::now() {
+        return Err(IdentityError::Conflict(
+            "this enrollment link was already used or has expired; ask for a new invitation".into(),
+        ));
+    }
+    Ok(inv)
+}
+
+fn normalise_email(e: &str) -> Result<String, IdentityError> {
+    let e = e.trim().to_lowercase();
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+        })
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(e)
+    } else {
+        Err(IdentityError::Invalid("give a valid email address".into()))
+    }
+}
+
+fn base64_url(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            normalise_email(" Hanako@Example.JP ").unwrap(),
+            "hanako@example.jp"
+        );
+        for bad in ["", "no-at", "@example.jp", "a@b", "a@.jp", "a b@example.jp"] {
+            assert!(normalise_email(bad).is_err(), "{bad}");
+        }
+    }
+}

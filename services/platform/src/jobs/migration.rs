@@ -1,0 +1,181 @@
+use sea_orm_migration::prelude::*;
+
+/// Tables of the durable job queue. Not tenant-scoped: workers serve every tenant and set the
+/// tenant context themselves when a job touches tenant data.
+pub struct CreateJobTables;
+
+impl MigrationName for CreateJobTables {
+    fn name(&self) -> &str {
+        "m20261122_000001_platform_jobs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateJobTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Alias::new("anshin_jobs"))
+                .col(
+                    ColumnDef::new(Alias::new("id"))
+                        .string_len(36)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("queue"))
+                        .string_len(64)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("kind"))
+                        .string_len(128)
+                        .not_null(),
+                )
+                .col(ColumnDef::new(Alias::new("payload")).text().not_null())
+                .col(
+                    ColumnDef::new(Alias::new("tenant_id"))
+                        .string_len(36)
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("status"))
+                        .string_len(16)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("attempts"))
+                        .integer()
+                        .not_null()
+                        .default(0),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("max_attempts"))
+                        .integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("run_at"))
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("locked_by"))
+                        .string_len(128)
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("locked_until"))
+                        .big_integer()
+                        .null(),
+                )
+                .col(ColumnDef::new(Alias::new("last_error")).text().null())
+                .col(
+                    ColumnDef::new(Alias::new("idempotency_key"))
+                        .string_len(255)
+                        .null()
+                        .unique_key(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("created_at"))
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("updated_at"))
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("finished_at"))
+                        .big_integer()
+                        .null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("anshin_jobs_claim")
+                .table(Alias::new("anshin_jobs"))
+                .col(Alias::new("queue"))
+                .col(Alias::new("status"))
+                .col(Alias::new("run_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Alias::new("anshin_job_steps"))
+                .col(
+                    ColumnDef::new(Alias::new("job_id"))
+                        .string_len(36)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("name"))
+                        .string_len(128)
+                        .not_null(),
+                )
+                .col(ColumnDef::new(Alias::new("output")).text().not_null())
+                .col(
+                    ColumnDef::new(Alias::new("completed_at"))
+                        .big_integer()
+                        .not_null(),
+                )
+                .primary_key(
+                    Index::create()
+                        .col(Alias::new("job_id"))
+                        .col(Alias::new("name")),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(Alias::new("anshin_job_steps"), Alias::new("job_id"))
+                        .to(Alias::new("anshin_jobs"), Alias::new("id")),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Alias::new("anshin_job_schedules"))
+                .col(
+                    ColumnDef::new(Alias::new("name"))
+                        .string_len(128)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("queue"))
+                        .string_len(64)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("kind"))
+                        .string_len(128)
+                        .not_null(),
+                )
+                .col(ColumnDef::new(Alias::new("payload")).text().not_null())
+                .col(
+                    ColumnDef::new(Alias::new("interval_ms"))
+                        .big_integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Alias::new("next_run_at"))
+                        .big_integer()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["anshin_job_steps", "anshin_job_schedules", "anshin_jobs"] {
+            m.drop_table(Table::drop().table(Alias::new(t)).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! Shared foundation of every Anshin service.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod migration;
+pub mod principal;
+pub mod ratelimit;
+pub mod secret;
+pub mod telemetry;
+
+pub use error::Problem;
+pub use principal::{Principal, Role, Subject, TenantKind, TenantScope};

@@ -1,0 +1,184 @@
+//! Composes the services into one actix-web application.
+
+use crate::services::{Service, ServiceSet};
+use crate::web::{self as pages, Web};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::{web, App, HttpRequest, HttpResponse};
+use anshin_identity::routes::CookiePolicy;
+use anshin_identity::{IdentityError, IdentityService, SecretBox};
+use anshin_platform::config::Config;
+use anshin_platform::error::Problem;
+use anshin_platform::http::Authenticator;
+use anshin_platform::http::{self, SharedAuthenticator};
+use anshin_platform::Principal;
+use anshin_tenancy::{TenancyService, TokenService};
+use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+
+/// Everything the HTTP handlers share. Cheap to clone (one per actix worker).
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub tenancy: TenancyService,
+    pub identity: IdentityService,
+    pub authenticator: SharedAuthenticator,
+    pub web: Arc<Web>,
+    pub services: ServiceSet,
+    pub max_body_bytes: usize,
+    pub cookies: CookiePolicy,
+    pub auth_rate: anshin_platform::ratelimit::AuthRateLimit,
+}
+
+/// Bearer tokens go to tenancy's token service, session cookies to identity.
+struct Authenticators {
+    tokens: TokenService,
+    identity: IdentityService,
+}
+
+#[async_trait::async_trait]
+impl Authenticator for Authenticators {
+    async fn authenticate_bearer(&self, token: &str) -> Result<Option<Principal>, Problem> {
+        self.tokens.authenticate_bearer(token).await
+    }
+
+    async fn apply_grant(
+        &self,
+        principal: Principal,
+        grant: uuid::Uuid,
+    ) -> Result<Principal, Problem> {
+        self.identity.apply_grant(principal, grant).await
+    }
+
+    async fn authenticate_session(
+        &self,
+        session: &str,
+        csrf: Option<&str>,
+        unsafe_method: bool,
+    ) -> Result<Option<Principal>, Problem> {
+        self.identity
+            .authenticate_session(session, csrf, unsafe_method)
+            .await
+    }
+}
+
+impl AppState {
+    pub fn new(
+        db: DatabaseConnection,
+        web: Arc<Web>,
+        services: ServiceSet,
+        config: &Config,
+    ) -> Result<Self, IdentityError> {
+        let identity = IdentityService::new(
+            db.clone(),
+            &config.public_url,
+            config.identity.clone(),
+            secret_box(config)?,
+        )?;
+        let tokens = TokenService::new(db.clone())
+            .with_auth_cache(std::time::Duration::from_millis(config.http.auth_cache_ms));
+        Ok(Self {
+            tenancy: TenancyService::new(db.clone()),
+            authenticator: Arc::new(Authenticators {
+                tokens,
+                identity: identity.clone(),
+            }),
+            identity,
+            db,
+            web,
+            services,
+            max_body_bytes: config.http.max_body_bytes,
+            auth_rate: anshin_platform::ratelimit::AuthRateLimit::new(
+                config.http.auth_rate_per_minute,
+                config.http.auth_rate_burst,
+            ),
+            cookies: CookiePolicy {
+                insecure: config.http.insecure_cookies,
+            },
+        })
+    }
+}
+
+/// The key that seals identity-provider client secrets, under the data directory (until the
+/// keys service holds it in KMS).
+pub fn secret_box(config: &Config) -> Result<SecretBox, IdentityError> {
+    SecretBox::load_or_create(&config.data_dir.join("identity-secrets.key"))
+        .map_err(|e| IdentityError::Setup(e.to_string()))
+}
+
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let services = state.services.clone();
+    let web_state = state.web.clone();
+    App::new()
+        .app_data(web::Data::new(state.db.clone()))
+        .app_data(web::Data::new(state.tenancy.clone()))
+        .app_data(web::Data::new(state.identity.clone()))
+        .app_data(web::Data::new(state.cookies))
+        .app_data(web::Data::new(state.auth_rate.clone()))
+        .app_data(web::Data::new(state.authenticator.clone()))
+        .app_data(web::Data::new(state.web.clone()))
+        .app_data(http::json_config(state.max_body_bytes))
+        .app_data(http::path_config())
+        .app_data(http::query_config())
+        .app_data(web::PayloadConfig::new(state.max_body_bytes))
+        .wrap(
+            DefaultHeaders::new()
+                .add(("x-content-type-options", "nosniff"))
+                .add(("x-frame-options", "DENY"))
+                .add(("referrer-policy", "no-referrer"))
+                .add((
+                    "content-security-policy",
+                    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+                )),
+        )
+        .wrap(from_fn(anshin_platform::ratelimit::limit_auth))
+        .wrap(from_fn(http::observe))
+        .route("/healthz", web::get().to(crate::health::healthz))
+        .route("/readyz", web::get().to(crate::health::readyz))
+        .route("/openapi.json", web::get().to(openapi_json))
+        .configure(|cfg| {
+            if services.contains(Service::Api) {
+                anshin_tenancy::routes::configure(cfg);
+                anshin_identity::routes::configure(cfg);
+            }
+            if services.contains(Service::Web) {
+                cfg.route("/", web::get().to(pages::landing))
+                    .route("/signin", web::get().to(pages::signin))
+                    .route("/signin/step-up", web::get().to(pages::step_up))
+                    .route("/enroll", web::get().to(pages::enroll))
+                    .route("/portal", web::get().to(pages::portal))
+                    .route("/static/{path:.*}", web::get().to(pages::static_file));
+            }
+        })
+        .default_service(web::to(move |req: HttpRequest| {
+            let web_state = web_state.clone();
+            async move { fallback(&web_state, &req) }
+        }))
+}
+
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::openapi::document_json())
+}
+
+fn fallback(web_state: &Web, req: &HttpRequest) -> HttpResponse {
+    if req.path().starts_with("/api/") {
+        actix_web::ResponseError::error_response(&Problem::not_found(
+            "no API resource at this path; see /openapi.json",
+        ))
+    } else {
+        pages::not_found(web_state, req)
+    }
+}

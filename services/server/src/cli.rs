@@ -1,0 +1,137 @@
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Anshin (安心): the compliance control plane for Japanese cloud EMR providers.
+///
+/// Configuration comes from defaults, then --config FILE, then ANSHIN_* environment variables,
+/// then these flags. Exit codes: 0 success, 2 bad usage or configuration, 1 any other failure.
+#[derive(Debug, Parser)]
+#[command(
+    name = "anshin",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// TOML configuration file (anshin.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server and background workers (migrations are applied first).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage providers (事業者) and medical institutions (医療機関).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API tokens for machine clients.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the OpenAPI 3.1 document of the HTTP API.
+    Openapi,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, HOST:PORT [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Comma-separated services to run in this process: api, web, worker [default: all].
+    #[arg(long, value_name = "LIST")]
+    pub services: Option<String>,
+    /// Seed demo tenants (idempotent) and print one fresh API token per role.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    Provider,
+    Institution,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PatternArg {
+    #[value(name = "II")]
+    II,
+    #[value(name = "IV")]
+    IV,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InstitutionTypeArg {
+    Clinic,
+    Hospital,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a provider, or a medical institution under a provider.
+    Create {
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// 2–63 lower-case letters, digits and hyphens.
+        #[arg(long)]
+        slug: String,
+        /// Display name, e.g. さくら内科クリニック.
+        #[arg(long)]
+        name: String,
+        /// Slug of the provider (institutions only).
+        #[arg(long, value_name = "SLUG")]
+        parent: Option<String>,
+        /// Reference pattern: II (cloud, with IT staff) or IV (cloud, without).
+        #[arg(long, value_enum)]
+        pattern: Option<PatternArg>,
+        /// clinic (診療所, ≤19 beds) or hospital (病院, ≥20 beds).
+        #[arg(long = "type", value_enum)]
+        institution_type: Option<InstitutionTypeArg>,
+        #[arg(long)]
+        beds: Option<i32>,
+        /// Contract start date, YYYY-MM-DD.
+        #[arg(long, value_name = "DATE")]
+        contract_start: Option<chrono::NaiveDate>,
+        /// Contract end date, YYYY-MM-DD.
+        #[arg(long, value_name = "DATE")]
+        contract_end: Option<chrono::NaiveDate>,
+        /// Print the tenant as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every tenant.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; the token is printed once, as the last line of output.
+    Issue {
+        /// Slug of the tenant the token acts for.
+        #[arg(long, value_name = "SLUG")]
+        tenant: String,
+        /// provider_admin, provider_operator, institution_admin, institution_staff or auditor.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "api token")]
+        name: String,
+        /// Lifetime such as 30d, 12h or 90d [default: 90d].
+        #[arg(long, value_name = "DURATION", default_value = "90d")]
+        expires_in: String,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+    /// List a tenant's tokens (never the secrets).
+    List {
+        #[arg(long, value_name = "SLUG")]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+}

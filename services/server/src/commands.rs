@@ -1,0 +1,455 @@
+//! What each CLI command does. Errors carry the exit code: 2 for bad usage or configuration,
+//! 1 for everything else.
+
+use crate::app::{app, AppState};
+use crate::cli::*;
+use crate::services::{Service, ServiceSet};
+use crate::{demo, migrate, web};
+use anshin_platform::config::Config;
+use anshin_platform::db::{self, DbSetupError};
+use anshin_platform::jobs::{Worker, WorkerOptions};
+use anshin_platform::{Role, TenantKind};
+use anshin_tenancy::{
+    CreateTenant, InstitutionType, ReferencePattern, TenancyError, TenancyService, Tenant,
+    TokenInfo, TokenService,
+};
+use std::fmt;
+use std::time::Duration;
+use unicode_width::UnicodeWidthStr;
+
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(m: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: m.into(),
+        }
+    }
+    pub fn failure(m: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: m.into(),
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<DbSetupError> for CliError {
+    fn from(e: DbSetupError) -> Self {
+        match e {
+            DbSetupError::UnsupportedBackend(_) | DbSetupError::InvalidUrl(_) => {
+                CliError::usage(e.to_string())
+            }
+            _ => CliError::failure(e.to_string()),
+        }
+    }
+}
+
+impl From<migrate::MigrateError> for CliError {
+    fn from(e: migrate::MigrateError) -> Self {
+        match e {
+            migrate::MigrateError::Setup(s) => s.into(),
+            other => CliError::failure(other.to_string()),
+        }
+    }
+}
+
+impl From<TenancyError> for CliError {
+    fn from(e: TenancyError) -> Self {
+        match e {
+            TenancyError::Validation(_) => CliError::usage(e.to_string()),
+            TenancyError::Db(d) => CliError::failure(format!("database error: {d}")),
+            other => CliError::failure(other.to_string()),
+        }
+    }
+}
+
+async fn open(config: &Config) -> Result<sea_orm::DatabaseConnection, CliError> {
+    migrate::run(config).await?;
+    Ok(db::connect(&config.database_url(), &config.database).await?)
+}
+
+pub async fn migrate_cmd(config: &Config) -> Result<(), CliError> {
+    let applied = migrate::run(config).await?;
+    println!(
+        "Migrations applied: {applied} new ({}).",
+        config.database_url_for_logs()
+    );
+    Ok(())
+}
+
+pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Result<(), CliError> {
+    migrate::run(&config).await?;
+    let db = db::connect(&config.database_url(), &config.database).await?;
+    migrate::check_app_role(&db)
+        .await
+        .map_err(CliError::usage)?;
+    let identity = crate::app::secret_box(&config)
+        .and_then(|b| {
+            anshin_identity::IdentityService::new(
+                db.clone(),
+                &config.public_url,
+                config.identity.clone(),
+                b,
+            )
+        })
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    if demo_mode {
+        let token_service = TokenService::new(db.clone());
+        let tokens = demo::seed(&TenancyService::new(db.clone()), &token_service).await?;
+        let link = demo::invitation(&identity, &token_service, &tokens)
+            .await
+            .map_err(CliError::failure)?;
+        print_demo(&tokens, &config.public_url, link.as_deref());
+    }
+    let web = web::Web::load(config.http.insecure_cookies)
+        .map_err(|e| CliError::failure(e.to_string()))?;
+    let state = AppState::new(db.clone(), web, services.clone(), &config)
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = if services.contains(Service::Worker) {
+        for s in anshin_tenancy::jobs::schedules() {
+            s.register(&db)
+                .await
+                .map_err(|e| CliError::failure(e.to_string()))?;
+        }
+        let w = Worker::new(
+            db.clone(),
+            WorkerOptions {
+                concurrency: config.jobs.concurrency,
+                poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
+                lease: Duration::from_secs(config.jobs.lease_secs.max(3)),
+                ..WorkerOptions::default()
+            },
+        )
+        .register(anshin_tenancy::jobs::ContractSweep)
+        .register(anshin_identity::break_glass::BreakGlassAlertJob {
+            webhook_url: config.identity.alert_webhook_url.clone(),
+            secret: config.identity.alert_webhook_secret.clone(),
+            http: identity.http_client(),
+        });
+        Some(actix_web::rt::spawn(w.run(stop_rx)))
+    } else {
+        None
+    };
+    let mut server = actix_web::HttpServer::new(move || app(state.clone())).shutdown_timeout(10);
+    if config.http.workers > 0 {
+        server = server.workers(config.http.workers);
+    }
+    let server = server
+        .bind(&config.listen)
+        .map_err(|e| CliError::failure(format!("cannot listen on {}: {e}", config.listen)))?
+        .run();
+    tracing::info!(listen = %config.listen, services = %services, database = %config.database_url_for_logs(), "anshin serving");
+    println!(
+        "Anshin is serving on http://{} (services: {services}).",
+        config.listen
+    );
+    let result = server.await;
+    let _ = stop_tx.send(true);
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
+    db.close().await.ok();
+    result.map_err(|e| CliError::failure(format!("the HTTP server failed: {e}")))
+}
+
+fn print_demo(tokens: &[demo::DemoToken], public_url: &str, enrollment: Option<&str>) {
+    println!(
+        "Demo tenants are ready (デモテナントを用意しました): {}, {}, {}.",
+        demo::PROVIDER,
+        demo::CLINIC,
+        demo::HOSPITAL
+    );
+    println!(
+        "API tokens, valid for 30 days; each start issues new ones (起動のたびに再発行されます):"
+    );
+    for t in tokens {
+        println!("  {:<14} {:<18} {}", t.tenant, t.role.as_str(), t.token);
+    }
+    if let Some(first) = tokens.first() {
+        println!(
+            "Try: curl -H 'Authorization: Bearer {}' {public_url}/api/v1/tenants",
+            first.token
+        );
+    }
+    match enrollment {
+        Some(link) => println!(
+            "Register a passkey as the demo clinic's administrator ({}) (パスキー登録):\n  {link}",
+            demo::DEMO_ADMIN_EMAIL
+        ),
+        None => println!(
+            "Sign in with your passkey as {} at {public_url}/signin",
+            demo::DEMO_ADMIN_EMAIL
+        ),
+    }
+}
+
+pub async fn tenant(config: &Config, cmd: TenantCommand) -> Result<(), CliError> {
+    let db = open(config).await?;
+    let svc = TenancyService::new(db);
+    match cmd {
+        TenantCommand::Create {
+            kind,
+            slug,
+            name,
+            parent,
+            pattern,
+            institution_type,
+            beds,
+            contract_start,
+            contract_end,
+            json,
+        } => {
+            let t = svc
+                .admin_create(CreateTenant {
+                    kind: match kind {
+                        KindArg::Provider => TenantKind::Provider,
+                        KindArg::Institution => TenantKind::Institution,
+                    },
+                    slug,
+                    name,
+                    parent,
+                    reference_pattern: pattern.map(|p| match p {
+                        PatternArg::II => ReferencePattern::II,
+                        PatternArg::IV => ReferencePattern::IV,
+                    }),
+                    institution_type: institution_type.map(|t| match t {
+                        InstitutionTypeArg::Clinic => InstitutionType::Clinic,
+                        InstitutionTypeArg::Hospital => InstitutionType::Hospital,
+                    }),
+                    bed_count: beds,
+                    contract_start,
+                    contract_end,
+                })
+                .await?;
+            if json {
+                println!("{}", to_json(&t)?);
+            } else {
+                println!(
+                    "Created {} '{}' ({}), id {}.",
+                    t.kind.as_str(),
+                    t.slug,
+                    t.name,
+                    t.id
+                );
+            }
+        }
+        TenantCommand::List { json } => {
+            let all = svc.admin_list().await?;
+            if json {
+                println!("{}", to_json(&all)?);
+            } else {
+                print_tenants(&all);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(v)
+        .map_err(|e| CliError::failure(format!("cannot encode JSON: {e}")))
+}
+
+fn pad(s: &str, width: usize) -> String {
+    let w = UnicodeWidthStr::width(s);
+    format!("{s}{}", " ".repeat(width.saturating_sub(w)))
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| UnicodeWidthStr::width(*h)).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(UnicodeWidthStr::width(c.as_str()));
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| pad(c, widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(headers.iter().map(|h| h.to_string()).collect()));
+    for r in rows {
+        println!("{}", line(r));
+    }
+}
+
+fn print_tenants(all: &[Tenant]) {
+    if all.is_empty() {
+        println!("No tenants yet. Create a provider with: anshin tenant create --kind provider --slug SLUG --name NAME");
+        return;
+    }
+    let slug_of = |id: Option<uuid::Uuid>| {
+        id.and_then(|id| all.iter().find(|t| t.id == id))
+            .map(|t| t.slug.clone())
+            .unwrap_or_else(|| "-".into())
+    };
+    let rows = all
+        .iter()
+        .map(|t| {
+            vec![
+                t.slug.clone(),
+                t.kind.as_str().into(),
+                t.name.clone(),
+                t.reference_pattern
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                t.status.as_str().into(),
+                slug_of(t.parent_id),
+                t.id.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["SLUG", "KIND", "NAME", "PATTERN", "STATUS", "PARENT", "ID"],
+        rows,
+    );
+}
+
+pub async fn token(config: &Config, cmd: TokenCommand) -> Result<(), CliError> {
+    // Validate arguments before touching the database, so bad usage changes nothing.
+    match &cmd {
+        TokenCommand::Issue {
+            role, expires_in, ..
+        } => {
+            parse_role(role)?;
+            parse_duration(expires_in)?;
+        }
+        TokenCommand::Revoke { id } => {
+            parse_id(id)?;
+        }
+        TokenCommand::List { .. } => {}
+    }
+    let db = open(config).await?;
+    let svc = TokenService::new(db);
+    match cmd {
+        TokenCommand::Issue {
+            tenant,
+            role,
+            name,
+            expires_in,
+        } => {
+            let issued = svc
+                .issue(
+                    &tenant,
+                    parse_role(&role)?,
+                    &name,
+                    parse_duration(&expires_in)?,
+                )
+                .await?;
+            println!(
+                "Issued API token {} for {tenant} as {} (expires {}). It is shown only once; store it now.",
+                issued.info.id,
+                issued.info.role,
+                issued.info.expires_at.format("%Y-%m-%d %H:%M UTC")
+            );
+            println!("{}", issued.token.expose());
+        }
+        TokenCommand::Revoke { id } => {
+            let info = svc.revoke(parse_id(&id)?).await?;
+            let when = info
+                .revoked_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default();
+            println!(
+                "API token {} ({}) is revoked since {when}.",
+                info.id, info.name
+            );
+        }
+        TokenCommand::List { tenant, json } => {
+            let all = svc.list(&tenant).await?;
+            if json {
+                println!("{}", to_json(&all)?);
+            } else {
+                print_tokens(&all);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_tokens(all: &[TokenInfo]) {
+    if all.is_empty() {
+        println!("This tenant has no API tokens.");
+        return;
+    }
+    let now = chrono::Utc::now();
+    let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let rows = all
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.name.clone(),
+                t.role.as_str().into(),
+                format!("{}…", t.prefix),
+                t.state(now).into(),
+                fmt(Some(t.expires_at)),
+                fmt(t.last_used_at),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "NAME",
+            "ROLE",
+            "PREFIX",
+            "STATE",
+            "EXPIRES",
+            "LAST USED",
+        ],
+        rows,
+    );
+}
+
+fn parse_role(s: &str) -> Result<Role, CliError> {
+    Role::parse(s).ok_or_else(|| {
+        CliError::usage(format!(
+            "unknown role '{s}'; choose one of provider_admin, provider_operator, institution_admin, institution_staff, auditor"
+        ))
+    })
+}
+
+fn parse_duration(s: &str) -> Result<chrono::Duration, CliError> {
+    let d = humantime::parse_duration(s).map_err(|_| {
+        CliError::usage(format!(
+            "'{s}' is not a duration; write it like 30d, 12h or 90d"
+        ))
+    })?;
+    chrono::Duration::from_std(d)
+        .ok()
+        .filter(|d| *d > chrono::Duration::zero() && *d <= chrono::Duration::days(3660))
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "the lifetime '{s}' must be more than zero and at most ten years"
+            ))
+        })
+}
+
+fn parse_id(s: &str) -> Result<uuid::Uuid, CliError> {
+    uuid::Uuid::parse_str(s).map_err(|_| {
+        CliError::usage(format!(
+            "'{s}' is not a token id (a UUID as shown by `anshin token list`)"
+        ))
+    })
+}

@@ -1,0 +1,2 @@
+pub mod api_token;
+pub mod tenant;

@@ -1,0 +1,368 @@
+//! Test harness: every storage test runs on SQLite and on PostgreSQL.
+//!
+//! PostgreSQL tests create a fresh database owned by `anshin_owner` (which runs migrations) and
+//! connect the application as `anshin_app` (no ownership, no superuser, no BYPASSRLS), exactly as
+//! a deployment does. The admin connection comes from `TEST_PG_ADMIN_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+// Test support: a failed setup step should abort the test loudly, so panicking is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anshin_platform::config::Config;
+use anshin_platform::db;
+use anshin_platform::{Role, TenantKind};
+use anshin_server::app::{app, AppState};
+use anshin_server::services::ServiceSet;
+use anshin_tenancy::{CreateTenant, ReferencePattern, TenancyService, Tenant, TokenService};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub const OWNER_ROLE: &str = "anshin_owner";
+pub const APP_ROLE: &str = "anshin_app";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("TEST_PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn pg_base() -> (String, u16) {
+    let u = url::Url::parse(&pg_admin_url()).expect("TEST_PG_ADMIN_URL is a URL");
+    (
+        u.host_str().unwrap_or("127.0.0.1").to_string(),
+        u.port().unwrap_or(5432),
+    )
+}
+
+/// One isolated database and the configuration pointing at it.
+pub struct TestDb {
+    pub backend: Backend,
+    /// Environment for an `anshin` child process using this database.
+    pub env: Vec<(String, String)>,
+    pub config: Config,
+    pub app: DatabaseConnection,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn admin_exec(sql: &str) {
+    let admin = sea_orm::Database::connect(pg_admin_url())
+        .await
+        .expect("PostgreSQL must be reachable for the PostgreSQL half of the suite (see README: test command)");
+    admin.execute_unprepared(sql).await.expect(sql);
+    admin.close().await.ok();
+}
+
+/// Creates the owner and application roles once per process (idempotent across processes).
+async fn ensure_roles() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        admin_exec(&format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN
+                 CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS CREATEDB;
+               END IF;
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                 CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+               END IF;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$;"
+        ))
+        .await;
+    })
+    .await;
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut env = vec![(
+            "ANSHIN_DATA_DIR".to_string(),
+            data_dir.display().to_string(),
+        )];
+        if backend == Backend::Postgres {
+            ensure_roles().await;
+            let name = format!("anshin_t_{}", uuid::Uuid::new_v4().simple());
+            admin_exec(&format!("CREATE DATABASE {name} OWNER {OWNER_ROLE}")).await;
+            let (host, port) = pg_base();
+            env.push((
+                "ANSHIN_DATABASE_URL".into(),
+                format!("postgres://{APP_ROLE}@{host}:{port}/{name}"),
+            ));
+            env.push((
+                "ANSHIN_MIGRATION_DATABASE_URL".into(),
+                format!("postgres://{OWNER_ROLE}@{host}:{port}/{name}"),
+            ));
+        }
+        #[derive(serde::Serialize)]
+        struct NoFlags {}
+        let mut config = Config::load_from(None, NoFlags {}, env.clone())
+            .expect("test config")
+            .config;
+        config.database.max_connections = 8;
+        // Many sign-ins from one in-process "address"; tests/it/http_edge.rs covers the limit.
+        config.http.auth_rate_per_minute = 0;
+        anshin_server::migrate::run(&config)
+            .await
+            .expect("migrations");
+        let app = db::connect(&config.database_url(), &config.database)
+            .await
+            .expect("connect as app");
+        Self {
+            backend,
+            env,
+            config,
+            app,
+            data_dir,
+            _dir: dir,
+        }
+    }
+
+    pub fn tenancy(&self) -> TenancyService {
+        TenancyService::new(self.app.clone())
+    }
+
+    pub fn tokens(&self) -> TokenService {
+        TokenService::new(self.app.clone())
+    }
+
+    pub fn state(&self) -> AppState {
+        let web = anshin_server::web::Web::load(self.config.http.insecure_cookies)
+            .expect("templates load");
+        AppState::new(self.app.clone(), web, ServiceSet::all(), &self.config).expect("app state")
+    }
+
+    pub fn app(
+        &self,
+    ) -> actix_web::App<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
+        app(self.state())
+    }
+
+    /// A raw query as the application role, outside any tenant context.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let backend = self.app.get_database_backend();
+        let row = self
+            .app
+            .query_one(Statement::from_string(backend, sql.to_string()))
+            .await
+            .expect(sql)
+            .expect("one row");
+        row.try_get_by_index::<i64>(0).expect("count")
+    }
+
+    pub fn db_backend(&self) -> DbBackend {
+        self.app.get_database_backend()
+    }
+}
+
+/// Two providers, each with institutions, and a token for every role that fits each tenant.
+pub struct World {
+    pub p1: Tenant,
+    pub c1: Tenant,
+    pub h1: Tenant,
+    pub p2: Tenant,
+    pub c2: Tenant,
+    /// (tenant slug, role) → bearer token
+    pub tokens: HashMap<(String, Role), String>,
+}
+
+impl World {
+    pub async fn build(db: &TestDb) -> Self {
+        let t = db.tenancy();
+        let mk = |kind, slug: &str, name: &str, parent: Option<&str>, pattern| CreateTenant {
+            kind,
+            slug: slug.into(),
+            name: name.into(),
+            parent: parent.map(String::from),
+            reference_pattern: pattern,
+            institution_type: None,
+            bed_count: None,
+            contract_start: None,
+            contract_end: None,
+        };
+        let p1 = t
+            .admin_create(mk(
+                TenantKind::Provider,
+                "alpha-cloud",
+                "アルファクラウド",
+                None,
+                None,
+            ))
+            .await
+            .unwrap();
+        let c1 = t
+            .admin_create(mk(
+                TenantKind::Institution,
+                "alpha-clinic",
+                "あおば診療所",
+                Some("alpha-cloud"),
+                Some(ReferencePattern::IV),
+            ))
+            .await
+            .unwrap();
+        let mut hospital = mk(
+            TenantKind::Institution,
+            "alpha-hospital",
+            "ひかり病院",
+            Some("alpha-cloud"),
+            Some(ReferencePattern::II),
+        );
+        hospital.institution_type = Some(anshin_tenancy::InstitutionType::Hospital);
+        let h1 = t.admin_create(hospital).await.unwrap();
+        let p2 = t
+            .admin_create(mk(
+                TenantKind::Provider,
+                "beta-cloud",
+                "ベータクラウド",
+                None,
+                None,
+            ))
+            .await
+            .unwrap();
+        let c2 = t
+            .admin_create(mk(
+                TenantKind::Institution,
+                "beta-clinic",
+                "みどり診療所",
+                Some("beta-cloud"),
+                Some(ReferencePattern::IV),
+            ))
+            .await
+            .unwrap();
+        let mut tokens = HashMap::new();
+        let tok = db.tokens();
+        for tenant in [&p1, &c1, &h1, &p2, &c2] {
+            for role in Role::ALL {
+                if role.fits(tenant.kind) {
+                    let issued = tok
+                        .issue(
+                            &tenant.slug,
+                            role,
+                            &format!("test {role}"),
+                            chrono::Duration::hours(1),
+                        )
+                        .await
+                        .unwrap();
+                    tokens.insert(
+                        (tenant.slug.clone(), role),
+                        issued.token.expose().to_string(),
+                    );
+                }
+            }
+        }
+        Self {
+            p1,
+            c1,
+            h1,
+            p2,
+            c2,
+            tokens,
+        }
+    }
+
+    pub fn token(&self, slug: &str, role: Role) -> &str {
+        self.tokens
+            .get(&(slug.to_string(), role))
+            .map(String::as_str)
+            .expect("token exists")
+    }
+
+    pub fn all(&self) -> [&Tenant; 5] {
+        [&self.p1, &self.c1, &self.h1, &self.p2, &self.c2]
+    }
+}
+
+/// Runs each listed async test once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($db:ident) $body:block)*) => {
+        $(
+            #[allow(clippy::unwrap_used, clippy::expect_used)]
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                #[actix_web::test]
+                async fn sqlite() {
+                    run($crate::TestDb::new($crate::Backend::Sqlite).await).await
+                }
+                #[actix_web::test]
+                async fn postgres() {
+                    run($crate::TestDb::new($crate::Backend::Postgres).await).await
+                }
+                async fn run($db: $crate::TestDb) $body
+            }
+        )*
+    };
+}
+
+/// Path of the `anshin` binary built for this test run.
+pub fn anshin_bin() -> PathBuf {
+    // Integration tests live in another package; the binary sits beside the test executable.
+    let mut p = std::env::current_exe().expect("current exe");
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.join("anshin")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Minimal HTTP/1.1 client over loopback for tests against a child `anshin` process.
+pub fn http_get(port: u16, path: &str, bearer: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok();
+    let auth = bearer
+        .map(|b| format!("Authorization: Bearer {b}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// Waits until `port` accepts connections or the deadline passes.
+pub fn wait_for_port(port: u16, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
