@@ -33,10 +33,16 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
                 _,
                 "/api/v1/tenants/{id}"
                 | "/api/v1/me/sessions/{id}"
-                | "/api/v1/accounts/{id}/sessions",
+                | "/api/v1/accounts/{id}/sessions"
+                | "/api/v1/clients/{id}",
             ) => Value::Null,
             ("PATCH", "/api/v1/accounts/{id}") => json!({"status": "disabled"}),
             ("POST", "/api/v1/maintenance-grants/{id}/decision") => json!({"approve": true}),
+            ("GET", "/api/v1/account-reviews/{id}") => Value::Null,
+            ("POST", "/api/v1/account-reviews/{id}/decisions") => {
+                json!({"user_id": uuid::Uuid::new_v4(), "decision": "disabled"})
+            }
+            ("POST", "/api/v1/account-reviews/{id}/close") => json!({"force": true}),
             _ => return None,
         };
         return Some(Probe::ForeignId(body));
@@ -72,12 +78,28 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
         }
         ("POST", "/api/v1/maintenance-grants") => Some(Probe::Public),
         ("GET", "/api/v1/accounts") => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
+        // Machine clients: admins register in their own tenant, admins and auditors list it.
+        ("POST", "/api/v1/clients") => Some(Probe::OwnTenant(
+            json!({"name": "侵入テスト", "role": "auditor", "scopes": ["read"], "auth_method": "client_secret"}),
+            &[201, 403],
+        )),
+        ("GET", "/api/v1/clients") => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
         ("POST", "/api/v1/break-glass") => Some(Probe::OwnTenant(Value::Null, &[201, 403])),
         ("GET", "/api/v1/break-glass") => Some(Probe::OwnTenant(Value::Null, &[200, 404])),
         ("GET", "/api/v1/identity-provider") => Some(Probe::OwnTenant(Value::Null, &[200, 404])),
         ("PUT", "/api/v1/identity-provider") => Some(Probe::OwnTenant(
             json!({"issuer": "https://login.example.jp", "client_id": "c", "client_secret": "s",
                    "allowed_domains": ["example.jp"], "default_role": "auditor", "jit_provisioning": false}),
+            &[200, 403],
+        )),
+        // Admins start a review of their own tenant (201, then 409 while it is open).
+        ("POST", "/api/v1/account-reviews") => {
+            Some(Probe::OwnTenant(json!({}), &[201, 403, 409]))
+        }
+        ("GET", "/api/v1/account-reviews") => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
+        ("GET", "/api/v1/identity-policy") => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
+        ("PUT", "/api/v1/identity-policy") => Some(Probe::OwnTenant(
+            json!({"idle_timeout_secs": 900, "stale_after_days": 90, "disable_after_days": 30}),
             &[200, 403],
         )),
         ("POST", p) if p.starts_with("/api/v1/auth/") => Some(Probe::Public),

@@ -165,6 +165,34 @@ impl TestDb {
         row.try_get_by_index::<i64>(0).expect("count")
     }
 
+    /// A count in platform scope (RLS allows every tenant), for checking what was stored.
+    pub async fn count_platform(&self, sql: &str) -> i64 {
+        let tx = anshin_platform::db::begin_platform_tx(&self.app)
+            .await
+            .expect("platform tx");
+        let row = tx
+            .query_one(Statement::from_string(self.db_backend(), sql.to_string()))
+            .await
+            .expect(sql)
+            .expect("one row");
+        tx.commit().await.expect("commit");
+        row.try_get_by_index::<i64>(0).expect("count")
+    }
+
+    /// Runs a statement as the application role in platform scope (RLS allows every tenant),
+    /// for tests that move a row into a state no API can (for example, time in the past).
+    pub async fn exec_platform(&self, sql: &str) -> u64 {
+        let tx = anshin_platform::db::begin_platform_tx(&self.app)
+            .await
+            .expect("platform tx");
+        let r = tx
+            .execute(Statement::from_string(self.db_backend(), sql.to_string()))
+            .await
+            .expect(sql);
+        tx.commit().await.expect("commit");
+        r.rows_affected()
+    }
+
     pub fn db_backend(&self) -> DbBackend {
         self.app.get_database_backend()
     }

@@ -20,11 +20,29 @@ pub enum IdentityError {
     /// A service Anshin depends on (the mail server) did not answer.
     #[error("{0}")]
     Upstream(String),
+    /// Email address or password wrong (deliberately not saying which).
+    #[error("{0}")]
+    SignIn(String),
+    /// The password is locked after repeated failures.
+    #[error("{detail}")]
+    Locked {
+        detail: String,
+        retry_after_secs: i64,
+    },
     /// A sensitive action needs a fresh passkey confirmation first.
     #[error("{0}")]
     StepUpRequired(String),
     #[error("WebAuthn is not configured correctly: {0}")]
     Setup(String),
+    /// An OAuth 2.0 token-endpoint error (RFC 6749 §5.2). The token endpoint answers it as
+    /// `{"error": code, "error_description": description}`, not as a problem.
+    #[error("{description}")]
+    OAuth {
+        /// `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
+        /// `unsupported_grant_type` or `invalid_scope`.
+        code: &'static str,
+        description: String,
+    },
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
 }
@@ -48,6 +66,22 @@ impl From<IdentityError> for Problem {
                 "Sign-in with your organisation's account failed",
                 d,
             ),
+            IdentityError::SignIn(d) => Problem::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "sign-in-failed",
+                "Sign-in failed",
+                d,
+            ),
+            IdentityError::Locked {
+                detail,
+                retry_after_secs,
+            } => Problem::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                "password-locked",
+                "The password is locked for now",
+                detail,
+            )
+            .with_retry_after(retry_after_secs),
             IdentityError::StepUpRequired(d) => Problem::new(
                 actix_web::http::StatusCode::FORBIDDEN,
                 "step-up-required",
@@ -56,6 +90,10 @@ impl From<IdentityError> for Problem {
             ),
             IdentityError::Upstream(d) => Problem::unavailable(d),
             IdentityError::Setup(d) => Problem::internal(&d),
+            IdentityError::OAuth { code, description } if code == "invalid_client" => {
+                Problem::unauthorized(description)
+            }
+            IdentityError::OAuth { description, .. } => Problem::bad_request(description),
             IdentityError::Db(e) => Problem::internal(&e),
         }
     }

@@ -2,7 +2,7 @@
 //! creation and last sign-in, and the admin's levers: disable or re-enable an account, end all of
 //! its sessions.
 
-use crate::entity::{credential, federated_identity, session, user};
+use crate::entity::{credential, federated_identity, session, user, user_flag};
 use crate::error::IdentityError;
 use anshin_platform::db::{begin_tenant_write_tx, tenant_reader};
 use anshin_platform::{Principal, Role};
@@ -31,6 +31,23 @@ pub struct AccountEntry {
     pub open_sessions: u32,
     /// True for the tenant's break-glass account.
     pub break_glass: bool,
+    /// Since when the account counts as stale (no sign-in for the tenant's `stale_after_days`);
+    /// it is disabled `disable_after_days` later unless someone signs in with it.
+    pub stale_since: Option<DateTime<Utc>>,
+}
+
+/// The email of a tenant's break-glass account (see `break_glass.rs`).
+pub(crate) fn is_break_glass_email(email: &str) -> bool {
+    email.starts_with("break-glass+") && email.ends_with("@anshin.invalid")
+}
+
+/// The stale flag as it stands: a sign-in after the flag was set lifts it (the sweep clears the
+/// column later).
+pub(crate) fn effective_flag(
+    last_sign_in_at: Option<DateTime<Utc>>,
+    stale_flagged_at: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    stale_flagged_at.filter(|f| last_sign_in_at.is_none_or(|s| s <= *f))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -82,6 +99,16 @@ impl IdentityService {
             .filter(session::Column::EndedAt.is_null())
             .all(&r)
             .await?;
+        let flags: HashMap<Uuid, DateTime<Utc>> = user_flag::Entity::find()
+            .filter(user_flag::Column::TenantId.eq(actor.tenant_id))
+            .filter(user_flag::Column::StaleFlaggedAt.is_not_null())
+            .all(&r)
+            .await?
+            .into_iter()
+            .filter_map(|u| {
+                effective_flag(u.last_sign_in_at, u.stale_flagged_at).map(|f| (u.id, f))
+            })
+            .collect();
         r.finish().await?;
         let now = Utc::now();
         let mut passkeys: HashMap<Uuid, u32> = HashMap::new();
@@ -101,8 +128,8 @@ impl IdentityService {
                 passkeys: passkeys.get(&u.id).copied().unwrap_or(0),
                 federated: feds.iter().any(|f| f.user_id == u.id),
                 open_sessions: open.get(&u.id).copied().unwrap_or(0),
-                break_glass: u.email.starts_with("break-glass+")
-                    && u.email.ends_with("@anshin.invalid"),
+                break_glass: is_break_glass_email(&u.email),
+                stale_since: flags.get(&u.id).copied(),
                 role: Role::parse(&u.role).unwrap_or(Role::Auditor),
                 id: u.id,
                 email: u.email,
@@ -137,12 +164,23 @@ impl IdentityService {
         let u = account_in(&tx, actor.tenant_id, user_id).await?;
         // Scope first (404 outside the tenant), then role (403), as everywhere.
         require_admin(actor)?;
-        let disabling = change.status == "disabled";
-        let mut am: user::ActiveModel = u.into();
-        am.status = Set(change.status);
-        am.update(&tx).await?;
-        if disabling {
-            end_all(&tx, actor.tenant_id, user_id, "account_disabled").await?;
+        if change.status == "disabled" {
+            disable_in(&tx, actor.tenant_id, u.id, "account_disabled").await?;
+        } else {
+            let mut am: user::ActiveModel = u.into();
+            am.status = Set(change.status);
+            am.update(&tx).await?;
+            // Re-enabled: the stale flag starts over, giving the person a full
+            // `disable_after_days` to sign in before the sweep disables the account again.
+            user_flag::Entity::update_many()
+                .col_expr(
+                    user_flag::Column::StaleFlaggedAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .filter(user_flag::Column::Id.eq(user_id))
+                .filter(user_flag::Column::TenantId.eq(actor.tenant_id))
+                .exec(&tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -163,7 +201,7 @@ impl IdentityService {
     }
 }
 
-async fn account_in(
+pub(crate) async fn account_in(
     tx: &sea_orm::DatabaseTransaction,
     tenant_id: Uuid,
     user_id: Uuid,
@@ -175,7 +213,24 @@ async fn account_in(
         .ok_or_else(|| IdentityError::NotFound("no account with this id in your tenant".into()))
 }
 
-async fn end_all(
+/// Disables an account of `tenant_id` and ends its open sessions with `reason`, inside the
+/// caller's transaction (the admin's switch, a review decision, the stale-account sweep).
+pub(crate) async fn disable_in(
+    tx: &sea_orm::DatabaseTransaction,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    reason: &str,
+) -> Result<u64, IdentityError> {
+    user::Entity::update_many()
+        .col_expr(user::Column::Status, Expr::value("disabled"))
+        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::TenantId.eq(tenant_id))
+        .exec(tx)
+        .await?;
+    end_all(tx, tenant_id, user_id, reason).await
+}
+
+pub(crate) async fn end_all(
     tx: &sea_orm::DatabaseTransaction,
     tenant_id: Uuid,
     user_id: Uuid,

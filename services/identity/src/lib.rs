@@ -4,20 +4,29 @@
 //! replica can finish what another began.
 
 pub mod break_glass;
+pub mod clients;
+pub mod credential_routes;
+pub mod credentials;
 pub mod entity;
 pub mod error;
 pub mod grants;
 pub mod inventory;
+pub mod jobs;
 pub mod mail;
 pub mod migration;
+mod migration_passwords;
 pub mod oidc;
+pub mod password;
+pub mod policy;
+pub mod review;
 pub mod routes;
 pub mod secretbox;
 mod secrets;
 pub mod service;
 
+pub use clients::{ClientService, TokenKeys};
 pub use error::IdentityError;
 pub use migration::{grants, migrations};
 pub use oidc::{OidcOutcome, ProviderSettings, ProviderView};
 pub use secretbox::SecretBox;
-pub use service::{ClientMeta, IdentityService, InvitationInfo, NewSession, SessionInfo, UserInfo};
+pub use service::{ClientMeta, EnrollMethod, IdentityService, InvitationInfo, NewSession, SessionInfo, UserInfo};

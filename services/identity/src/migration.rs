@@ -11,11 +11,11 @@ impl MigrationName for CreateIdentityTables {
     }
 }
 
-fn col(name: &str) -> ColumnDef {
+pub(crate) fn col(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
 }
 
-fn tenant_fk(table: &str) -> ForeignKeyCreateStatement {
+pub(crate) fn tenant_fk(table: &str) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .name(format!("{table}_tenant_fk"))
         .from(Alias::new(table), Alias::new("tenant_id"))
@@ -23,7 +23,7 @@ fn tenant_fk(table: &str) -> ForeignKeyCreateStatement {
         .to_owned()
 }
 
-fn user_fk(table: &str) -> ForeignKeyCreateStatement {
+pub(crate) fn user_fk(table: &str) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .name(format!("{table}_user_fk"))
         .from(Alias::new(table), Alias::new("user_id"))
@@ -264,7 +264,7 @@ impl MigrationTrait for CreateOidcTables {
 }
 
 /// Wall 2 for a tenant-scoped table: its own tenant, a provider's institutions, or platform scope.
-fn rls_sql(t: &str) -> String {
+pub(crate) fn rls_sql(t: &str) -> String {
     format!(
         "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;
          ALTER TABLE {t} FORCE ROW LEVEL SECURITY;
@@ -423,6 +423,127 @@ impl MigrationTrait for AddSessionStepUp {
     }
 }
 
+/// Guideline 14 ⑦: per-tenant identity policy, account review campaigns and the stale-account
+/// flag on `users`.
+pub struct CreateReviewAndPolicy;
+
+impl MigrationName for CreateReviewAndPolicy {
+    fn name(&self) -> &str {
+        "m20261122_000206_identity_review_policy"
+    }
+}
+
+const REVIEW_POLICY_TABLES: [&str; 3] = [
+    "identity_policies",
+    "account_reviews",
+    "account_review_items",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateReviewAndPolicy {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("users"))
+                .add_column(col("stale_flagged_at").timestamp_with_time_zone().null())
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Alias::new("identity_policies"))
+                .col(col("tenant_id").uuid().not_null().primary_key())
+                .col(col("idle_timeout_secs").big_integer().not_null())
+                .col(col("stale_after_days").big_integer().not_null())
+                .col(col("disable_after_days").big_integer().not_null())
+                .col(col("updated_by").string_len(64).not_null())
+                .col(col("updated_at").timestamp_with_time_zone().not_null())
+                .foreign_key(&mut tenant_fk("identity_policies"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Alias::new("account_reviews"))
+                .col(col("id").uuid().not_null().primary_key())
+                .col(col("tenant_id").uuid().not_null())
+                .col(col("started_by").string_len(64).not_null())
+                .col(col("started_at").timestamp_with_time_zone().not_null())
+                .col(col("due_at").timestamp_with_time_zone().not_null())
+                .col(col("closed_at").timestamp_with_time_zone().null())
+                .col(col("closed_by").string_len(64).null())
+                .col(col("status").string_len(16).not_null())
+                .foreign_key(&mut tenant_fk("account_reviews"))
+                .to_owned(),
+        )
+        .await?;
+        // At most one open review per tenant, even when two admins start one at the same moment
+        // (both backends support partial unique indexes).
+        m.get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX account_reviews_one_open ON account_reviews (tenant_id) WHERE status = 'open'",
+            )
+            .await?;
+        m.create_table(
+            Table::create()
+                .table(Alias::new("account_review_items"))
+                .col(col("review_id").uuid().not_null())
+                .col(col("user_id").uuid().not_null())
+                .col(col("tenant_id").uuid().not_null())
+                .col(col("email").string_len(254).not_null())
+                .col(col("display_name").string_len(200).not_null())
+                .col(col("role").string_len(32).not_null())
+                .col(col("status").string_len(16).not_null())
+                .col(col("last_sign_in_at").timestamp_with_time_zone().null())
+                .col(col("stale_since").timestamp_with_time_zone().null())
+                .col(col("decision").string_len(16).null())
+                .col(col("decided_by").string_len(64).null())
+                .col(col("decided_at").timestamp_with_time_zone().null())
+                .col(col("note").text().null())
+                .primary_key(
+                    Index::create()
+                        .col(Alias::new("review_id"))
+                        .col(Alias::new("user_id")),
+                )
+                .foreign_key(&mut tenant_fk("account_review_items"))
+                .foreign_key(&mut user_fk("account_review_items"))
+                .foreign_key(
+                    &mut ForeignKey::create()
+                        .name("account_review_items_review_fk")
+                        .from(
+                            Alias::new("account_review_items"),
+                            Alias::new("review_id"),
+                        )
+                        .to(Alias::new("account_reviews"), Alias::new("id"))
+                        .to_owned(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        if m.get_database_backend() == DbBackend::Postgres {
+            let db = m.get_connection();
+            for t in REVIEW_POLICY_TABLES {
+                db.execute_unprepared(&rls_sql(t)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["account_review_items", "account_reviews", "identity_policies"] {
+            m.drop_table(Table::drop().table(Alias::new(t)).to_owned())
+                .await?;
+        }
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("users"))
+                .drop_column(Alias::new("stale_flagged_at"))
+                .to_owned(),
+        )
+        .await
+    }
+}
+
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(CreateIdentityTables),
@@ -430,6 +551,9 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(CreateBreakGlassTables),
         Box::new(CreateMaintenanceGrants),
         Box::new(AddSessionStepUp),
+        Box::new(crate::migration_passwords::AddPasswordsAndSecurityKeys),
+        Box::new(CreateReviewAndPolicy),
+        Box::new(CreateClientTables),
     ]
 }
 
@@ -439,9 +563,108 @@ pub fn grants() -> Vec<TableGrant> {
         .iter()
         .chain(OIDC_TABLES.iter())
         .chain(["break_glass_credentials", "maintenance_grants"].iter())
+        .chain(REVIEW_POLICY_TABLES.iter())
+        .chain(crate::migration_passwords::TABLES.iter())
+        .chain(CLIENT_TABLES.iter())
         .map(|t| TableGrant {
             table: t,
-            privileges: "SELECT, INSERT, UPDATE",
+            // A person removes their own authenticators; everything else is only ever marked.
+            privileges: if *t == "webauthn_credentials" {
+                "SELECT, INSERT, UPDATE, DELETE"
+            } else {
+                "SELECT, INSERT, UPDATE"
+            },
         })
         .collect()
+}
+
+/// Machine clients (OAuth2 client credentials) and the used `jti`s of their client assertions.
+pub struct CreateClientTables;
+
+impl MigrationName for CreateClientTables {
+    fn name(&self) -> &str {
+        "m20261122_000207_identity_clients"
+    }
+}
+
+pub const CLIENT_TABLES: [&str; 2] = ["api_clients", "client_assertion_jtis"];
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateClientTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Alias::new("api_clients"))
+                .col(col("id").uuid().not_null().primary_key())
+                .col(col("tenant_id").uuid().not_null())
+                .col(col("client_id").string_len(64).not_null().unique_key())
+                .col(col("name").string_len(200).not_null())
+                .col(col("role").string_len(32).not_null())
+                .col(col("scopes").string_len(512).not_null())
+                .col(col("auth_method").string_len(32).not_null())
+                .col(col("secret_hash").string_len(64).null())
+                .col(col("public_key_pem").text().null())
+                .col(col("status").string_len(16).not_null())
+                .col(col("created_by").string_len(64).not_null())
+                .col(col("created_at").timestamp_with_time_zone().not_null())
+                .col(col("revoked_at").timestamp_with_time_zone().null())
+                .col(col("last_used_at").timestamp_with_time_zone().null())
+                .foreign_key(&mut tenant_fk("api_clients"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Alias::new("client_assertion_jtis"))
+                .col(col("id").uuid().not_null().primary_key())
+                .col(col("tenant_id").uuid().not_null())
+                .col(col("client_id").uuid().not_null())
+                .col(col("jti").string_len(255).not_null())
+                .col(col("expires_at").timestamp_with_time_zone().not_null())
+                .col(col("used_at").timestamp_with_time_zone().not_null())
+                .foreign_key(&mut tenant_fk("client_assertion_jtis"))
+                .foreign_key(
+                    &mut ForeignKey::create()
+                        .name("client_assertion_jtis_client_fk")
+                        .from(Alias::new("client_assertion_jtis"), Alias::new("client_id"))
+                        .to(Alias::new("api_clients"), Alias::new("id"))
+                        .to_owned(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("client_assertion_jtis_client_jti")
+                .table(Alias::new("client_assertion_jtis"))
+                .col(Alias::new("client_id"))
+                .col(Alias::new("jti"))
+                .unique()
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("api_clients_tenant_id_idx")
+                .table(Alias::new("api_clients"))
+                .col(Alias::new("tenant_id"))
+                .to_owned(),
+        )
+        .await?;
+        if m.get_database_backend() == DbBackend::Postgres {
+            let db = m.get_connection();
+            for t in CLIENT_TABLES {
+                db.execute_unprepared(&rls_sql(t)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["client_assertion_jtis", "api_clients"] {
+            m.drop_table(Table::drop().table(Alias::new(t)).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
 }

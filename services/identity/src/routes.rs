@@ -19,11 +19,21 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(invite, enroll_begin, enroll_finish, sign_in_begin, sign_in_finish, sign_out, me, my_sessions, end_my_session,
+    paths(crate::policy::get_identity_policy, crate::policy::put_identity_policy, crate::review::start_review, crate::review::list_reviews,
+        crate::review::get_review, crate::review::decide_review_item, crate::review::close_review,
+        invite, enroll_begin, enroll_finish, sign_in_begin, sign_in_finish, sign_out, me, my_sessions, end_my_session,
         oidc_start, oidc_callback, oidc_step_up_begin, oidc_step_up_finish, get_identity_provider, put_identity_provider,
         issue_break_glass, get_break_glass, use_break_glass, list_accounts, change_account, end_account_sessions,
-        request_grant, list_grants, decide_grant, step_up_begin, step_up_finish),
-    components(schemas(StepUpProof, GrantRequest, GrantDecision, GrantView, GrantList, AccountList, AccountEntry, AccountChange, IssuedCode, BreakGlassView, BreakGlassUse, FlowRequest, StepUpFinish, ProviderSettings, ProviderView, InviteRequest, InvitationInfo, TokenRequest, EmailRequest, CeremonyStart, EnrollFinish, SignInFinish, SignedIn, Me, SessionList, SessionInfo, UserInfo, Role)),
+        request_grant, list_grants, decide_grant, step_up_begin, step_up_finish,
+        crate::clients::http::register_client, crate::clients::http::list_clients, crate::clients::http::revoke_client,
+        crate::clients::http::token, crate::clients::http::jwks),
+    components(schemas(crate::clients::ClientRegistration, crate::clients::AuthMethod, crate::clients::ClientView,
+        crate::clients::RegisteredClient, crate::clients::http::ClientList, crate::clients::http::Jwks,
+        crate::clients::TokenResponse, crate::clients::OAuthErrorBody, crate::clients::token::TokenRequestForm,
+        crate::policy::PolicySettings, crate::policy::PolicyView, crate::review::StartReview, crate::review::ReviewDecision,
+        crate::review::DecideItem, crate::review::CloseReview, crate::review::ReviewSummary, crate::review::ReviewItemView,
+        crate::review::ReviewDetail, crate::review::ReviewList,
+        StepUpProof, GrantRequest, GrantDecision, GrantView, GrantList, AccountList, AccountEntry, AccountChange, IssuedCode, BreakGlassView, BreakGlassUse, FlowRequest, StepUpFinish, ProviderSettings, ProviderView, InviteRequest, InvitationInfo, TokenRequest, EmailRequest, CeremonyStart, EnrollFinish, SignInFinish, SignedIn, Me, SessionList, SessionInfo, UserInfo, Role)),
     tags((name = "identity", description = "Two-factor sign-in with passkeys, invitations and sessions"))
 )]
 pub struct IdentityApi;
@@ -88,6 +98,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/auth/break-glass", web::post().to(use_break_glass))
         .route("/auth/oidc/start", web::get().to(oidc_start))
         .route("/auth/oidc/callback", web::get().to(oidc_callback));
+    crate::policy::configure(cfg);
+    crate::credential_routes::configure(cfg);
+    crate::review::configure(cfg);
+    crate::clients::http::configure(cfg);
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -248,6 +262,12 @@ pub struct InviteRequest {
 pub struct TokenRequest {
     /// The token from the enrollment link.
     pub token: String,
+    /// What to register: a passkey (default) or a security key with a password.
+    #[serde(default)]
+    pub method: Option<crate::credentials::CredentialKind>,
+    /// The password chosen with a security key (never stored, only its argon2id hash).
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -301,7 +321,7 @@ pub struct SessionList {
     pub items: Vec<SessionInfo>,
 }
 
-fn meta(req: &HttpRequest) -> ClientMeta {
+pub(crate) fn meta(req: &HttpRequest) -> ClientMeta {
     ClientMeta {
         user_agent: req
             .headers()
@@ -321,7 +341,7 @@ fn session_cookie(value: &str, policy: CookiePolicy) -> Cookie<'static> {
         .finish()
 }
 
-fn signed_in(
+pub(crate) fn signed_in(
     status: actix_web::http::StatusCode,
     s: NewSession,
     policy: CookiePolicy,
@@ -335,7 +355,7 @@ fn signed_in(
         })
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, Problem> {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value, Problem> {
     serde_json::to_value(v).map_err(|e| Problem::internal(&e))
 }
 
@@ -363,7 +383,28 @@ pub async fn enroll_begin(
     svc: web::Data<IdentityService>,
     body: web::Json<TokenRequest>,
 ) -> Result<web::Json<CeremonyStart>, Problem> {
-    let (id, ccr) = svc.enroll_begin(&body.token).await?;
+    let b = body.into_inner();
+    let method = match (b.method, b.password) {
+        (None | Some(crate::credentials::CredentialKind::Passkey), None) => {
+            crate::service::EnrollMethod::Passkey
+        }
+        (Some(crate::credentials::CredentialKind::SecurityKey), Some(password)) => {
+            crate::service::EnrollMethod::SecurityKey { password }
+        }
+        (Some(crate::credentials::CredentialKind::SecurityKey), None) => {
+            return Err(Problem::validation(
+                "a security key is used with a password: give one in `password`",
+                Vec::new(),
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(Problem::validation(
+                "a password goes only with method security_key",
+                Vec::new(),
+            ))
+        }
+    };
+    let (id, ccr) = svc.enroll_begin(&b.token, method).await?;
     Ok(web::Json(CeremonyStart {
         ceremony_id: id,
         public_key: to_json(&ccr)?,

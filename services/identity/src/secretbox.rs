@@ -19,6 +19,8 @@ pub enum SecretBoxError {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: Arc<Aes256Gcm>,
+    /// A separate key for deriving values (never the encryption key itself).
+    mac_key: Arc<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -31,7 +33,22 @@ impl SecretBox {
     pub fn from_key(key: [u8; 32]) -> Self {
         Self {
             cipher: Arc::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))),
+            mac_key: Arc::new(hmac_sha256(&key, &[b"anshin-secretbox-derive"])),
         }
+    }
+
+    /// `n` values of 32 bytes, each a keyed hash of `purpose` and `input`: stable for the same
+    /// input, unpredictable without the key.
+    pub fn derive_many(&self, purpose: &str, input: &[u8], n: usize) -> Vec<Vec<u8>> {
+        (0..n as u32)
+            .map(|i| {
+                hmac_sha256(
+                    self.mac_key.as_ref(),
+                    &[purpose.as_bytes(), &[0], input, &i.to_be_bytes()],
+                )
+                .to_vec()
+            })
+            .collect()
     }
 
     /// Loads the key, creating a random one (mode 0600) on first use.
@@ -111,6 +128,19 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length; the error case cannot occur.
+    let mut mac = match <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return [0; 32],
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]

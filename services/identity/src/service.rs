@@ -20,10 +20,108 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Webauthn,
-    WebauthnBuilder,
+    AttestationMetadata, AuthenticationResult, CreationChallengeResponse, Passkey,
+    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse, SecurityKey, SecurityKeyAuthentication, SecurityKeyRegistration,
+    Url, Webauthn, WebauthnBuilder,
 };
+
+/// What a person registers: a passkey (user verification: two factors in one gesture) or a
+/// security key that is only ever used together with a password.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum StoredAuthenticator {
+    Passkey(Passkey),
+    SecurityKey(SecurityKey),
+}
+
+impl StoredAuthenticator {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            StoredAuthenticator::Passkey(_) => "passkey",
+            StoredAuthenticator::SecurityKey(_) => "security_key",
+        }
+    }
+
+    fn cred_id(&self) -> String {
+        base64_url(match self {
+            StoredAuthenticator::Passkey(p) => p.cred_id().as_ref(),
+            StoredAuthenticator::SecurityKey(k) => k.cred_id().as_ref(),
+        })
+    }
+
+    /// The attested authenticator model, when the registration carried a verified attestation
+    /// (security keys under an allow list; passkeys are registered without attestation).
+    pub(crate) fn aaguid(&self) -> Option<Uuid> {
+        let StoredAuthenticator::SecurityKey(k) = self else {
+            return None;
+        };
+        match k.attestation().metadata.clone() {
+            AttestationMetadata::Packed { aaguid } => Some(aaguid),
+            AttestationMetadata::Tpm { aaguid, .. } => Some(aaguid),
+            _ => None,
+        }
+    }
+
+    fn update(&mut self, r: &AuthenticationResult) {
+        match self {
+            StoredAuthenticator::Passkey(p) => {
+                p.update_credential(r);
+            }
+            StoredAuthenticator::SecurityKey(k) => {
+                k.update_credential(r);
+            }
+        }
+    }
+
+    /// Reads a stored row: `passkey` rows written before security keys existed hold a bare
+    /// `Passkey`.
+    pub(crate) fn from_row(kind: &str, json: &str) -> Result<Self, IdentityError> {
+        let bad = |e: serde_json::Error| {
+            IdentityError::Setup(format!("stored credential is unreadable: {e}"))
+        };
+        match kind {
+            "security_key" => serde_json::from_str(json).map(Self::SecurityKey).map_err(bad),
+            _ => serde_json::from_str(json).map(Self::Passkey).map_err(bad),
+        }
+    }
+
+    fn to_row(&self) -> Result<String, IdentityError> {
+        match self {
+            StoredAuthenticator::Passkey(p) => serde_json::to_string(p),
+            StoredAuthenticator::SecurityKey(k) => serde_json::to_string(k),
+        }
+        .map_err(|e| IdentityError::Setup(e.to_string()))
+    }
+}
+
+/// The server-side state of an authentication ceremony.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum AuthState {
+    Passkey(PasskeyAuthentication),
+    SecurityKey(SecurityKeyAuthentication),
+}
+
+/// The server-side state of a registration ceremony. A security key registered at enrollment
+/// carries the hash of the password chosen with it.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum RegState {
+    Passkey(PasskeyRegistration),
+    SecurityKey {
+        reg: SecurityKeyRegistration,
+        password_hash: Option<String>,
+    },
+}
+
+/// Ceremony kinds (column `kind`).
+pub(crate) const CEREMONY_ENROLL: &str = "enrollment";
+pub(crate) const CEREMONY_SIGN_IN: &str = "sign_in";
+/// A security-key assertion after the password was checked.
+pub(crate) const CEREMONY_PASSWORD_SIGN_IN: &str = "sign_in_pw";
+/// Adding another credential to a signed-in account.
+pub(crate) const CEREMONY_ADD: &str = "add_credential";
 
 /// How often `last_seen_at` is written; the idle timeout is exact to within this.
 const LAST_SEEN_GRANULARITY_SECS: i64 = 30;
@@ -94,6 +192,14 @@ pub struct InvitationInfo {
 }
 
 /// A session just created. `cookie` is the only copy of the session secret.
+/// How an invited person enrolls.
+#[derive(Debug, Clone)]
+pub enum EnrollMethod {
+    Passkey,
+    /// A security key used together with this password.
+    SecurityKey { password: String },
+}
+
 pub struct NewSession {
     pub session_id: Uuid,
     pub cookie: Secret,
@@ -154,6 +260,10 @@ impl IdentityService {
 
     pub(crate) fn public_url(&self) -> &Url {
         &self.public_url
+    }
+
+    pub(crate) fn webauthn(&self) -> &Webauthn {
+        &self.webauthn
     }
 
     pub(crate) fn config(&self) -> &IdentityConfig {
@@ -264,30 +374,71 @@ impl IdentityService {
 
     // ---- Enrollment ---------------------------------------------------------------------
 
-    /// Starts registering a passkey for the person an enrollment token invites.
+    /// Starts registering the first credential of the person an enrollment token invites: a
+    /// passkey, or a security key with a password (checked against the policy now, stored only
+    /// as its argon2id hash, and kept only if the registration finishes).
     pub async fn enroll_begin(
         &self,
         token: &str,
+        method: EnrollMethod,
     ) -> Result<(Uuid, CreationChallengeResponse), IdentityError> {
-        let tx = begin_platform_write_tx(&self.db).await?;
-        let inv = usable_invitation(&tx, token).await?;
+        let inv = {
+            let tx = begin_platform_tx(&self.db).await?;
+            let inv = usable_invitation(&tx, token).await?;
+            tx.commit().await?;
+            inv
+        };
         let user_id = Uuid::now_v7();
-        let (ccr, state) = self
-            .webauthn
-            .start_passkey_registration(user_id, &inv.email, &inv.display_name, None)
-            .map_err(|e| IdentityError::Ceremony(format!("cannot start registration: {e}")))?;
+        let state = match method {
+            EnrollMethod::Passkey => {
+                self.refuse_passkeys_if_attested_only(inv.tenant_id).await?;
+                let (ccr, reg) = self
+                    .webauthn
+                    .start_passkey_registration(user_id, &inv.email, &inv.display_name, None)
+                    .map_err(|e| {
+                        IdentityError::Ceremony(format!("cannot start registration: {e}"))
+                    })?;
+                (ccr, RegState::Passkey(reg))
+            }
+            EnrollMethod::SecurityKey { password } => {
+                crate::password::check_policy(
+                    &password,
+                    self.cfg.password_min_length,
+                    &inv.email,
+                    &inv.display_name,
+                )?;
+                let hash = crate::password::hash(&password).await?;
+                let (ccr, reg) = self
+                    .start_security_key_registration(
+                        inv.tenant_id,
+                        user_id,
+                        &inv.email,
+                        &inv.display_name,
+                        None,
+                    )
+                    .await?;
+                (
+                    ccr,
+                    RegState::SecurityKey {
+                        reg,
+                        password_hash: Some(hash),
+                    },
+                )
+            }
+        };
+        let tx = begin_platform_write_tx(&self.db).await?;
         let id = self
             .store_ceremony(
                 &tx,
-                "enrollment",
+                CEREMONY_ENROLL,
                 inv.tenant_id,
                 user_id,
                 Some(inv.id),
-                &state,
+                &state.1,
             )
             .await?;
         tx.commit().await?;
-        Ok((id, ccr))
+        Ok((id, state.0))
     }
 
     /// Finishes registration: creates the account, its first passkey and a session.
@@ -298,14 +449,8 @@ impl IdentityService {
         credential_name: Option<&str>,
         meta: ClientMeta,
     ) -> Result<NewSession, IdentityError> {
-        let (c, state): (_, PasskeyRegistration) =
-            self.consume_ceremony(ceremony_id, "enrollment").await?;
-        let passkey = self
-            .webauthn
-            .finish_passkey_registration(response, &state)
-            .map_err(|e| {
-                IdentityError::Ceremony(format!("the passkey registration was not accepted: {e}"))
-            })?;
+        let (c, state): (_, RegState) = self.consume_ceremony(ceremony_id, CEREMONY_ENROLL).await?;
+        let (authenticator, password_hash) = self.finish_registration(response, state)?;
         let tx = begin_platform_write_tx(&self.db).await?;
         let inv_id = c
             .invitation_id
@@ -346,16 +491,35 @@ impl IdentityService {
                 e.into()
             }
         })?;
-        self.store_credential(&tx, &u, &passkey, credential_name.unwrap_or("パスキー"))
-            .await?;
-        let s = self.create_session(&tx, &u, "passkey", meta).await?;
+        let default_name = match authenticator {
+            StoredAuthenticator::Passkey(_) => "パスキー",
+            StoredAuthenticator::SecurityKey(_) => "セキュリティキー",
+        };
+        self.store_credential(
+            &tx,
+            &u,
+            &authenticator,
+            credential_name.unwrap_or(default_name),
+        )
+        .await?;
+        let method = match &password_hash {
+            Some(hash) => {
+                crate::credentials::store_password(&tx, &u, hash, now).await?;
+                "security_key+password"
+            }
+            None => "passkey",
+        };
+        let s = self.create_session(&tx, &u, method, meta).await?;
         tx.commit().await?;
-        tracing::info!(user = %u.id, tenant = %u.tenant_id, "account enrolled with a passkey");
+        tracing::info!(user = %u.id, tenant = %u.tenant_id, method, "account enrolled");
         Ok(s)
     }
 
     // ---- Sign-in ------------------------------------------------------------------------
 
+    /// Starts a passkey sign-in. The answer has the same shape whether or not the address has
+    /// an account with a passkey (a decoy challenge listing credential ids derived from the
+    /// address), so sign-in cannot be used to find out who has an account.
     pub async fn sign_in_begin(
         &self,
         email: &str,
@@ -367,32 +531,96 @@ impl IdentityService {
             .filter(user::Column::Status.eq("active"))
             .one(&tx)
             .await?;
+        let passkeys = match &u {
+            Some(u) => self.authenticators_of(&tx, u.id).await?.0,
+            None => Vec::new(),
+        };
         tx.commit().await?;
-        let u = u.ok_or_else(|| IdentityError::Ceremony("sign-in could not start for this email address; check it, or ask your administrator for an invitation".into()))?;
-        self.passkey_challenge_for(u.id).await
+        match u {
+            Some(u) if !passkeys.is_empty() => {
+                let (rcr, state) = self
+                    .webauthn
+                    .start_passkey_authentication(&passkeys)
+                    .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
+                let tx = begin_platform_tx(&self.db).await?;
+                let id = self
+                    .store_ceremony(
+                        &tx,
+                        CEREMONY_SIGN_IN,
+                        u.tenant_id,
+                        u.id,
+                        None,
+                        &AuthState::Passkey(state),
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok((id, rcr))
+            }
+            _ => Ok((Uuid::now_v7(), self.decoy_challenge(&email)?)),
+        }
     }
 
-    /// A WebAuthn authentication challenge for one user's passkeys.
+    /// A challenge for an address without passkeys, indistinguishable from a real one: fresh
+    /// random challenge, and credential ids derived from the address with a secret key, so the
+    /// same address always lists the same ids.
+    fn decoy_challenge(&self, email: &str) -> Result<RequestChallengeResponse, IdentityError> {
+        use webauthn_rs::prelude::Base64UrlSafeData;
+        let mut challenge = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut challenge);
+        let ids = self.secrets.derive_many("webauthn-decoy", email.as_bytes(), 1);
+        let rp_id = self.public_url.host_str().unwrap_or("localhost").to_string();
+        let mut v = serde_json::json!({
+            "publicKey": {
+                "challenge": Base64UrlSafeData::from(challenge.to_vec()),
+                "timeout": self.cfg.ceremony_timeout_secs * 1000,
+                "rpId": rp_id,
+                "allowCredentials": ids.into_iter().map(|id| serde_json::json!({
+                    "type": "public-key",
+                    "id": Base64UrlSafeData::from(id),
+                })).collect::<Vec<_>>(),
+                "userVerification": "required"
+            }
+        });
+        if let Some(o) = v.get_mut("publicKey").and_then(|p| p.as_object_mut()) {
+            o.retain(|_, v| !v.is_null());
+        }
+        serde_json::from_value(v).map_err(|e| IdentityError::Setup(e.to_string()))
+    }
+
+    /// A WebAuthn authentication challenge for one signed-in person's credentials (step-up):
+    /// their passkeys, or their security keys when they have no passkey.
     pub(crate) async fn passkey_challenge_for(
         &self,
         user_id: Uuid,
     ) -> Result<(Uuid, RequestChallengeResponse), IdentityError> {
-        let tx = begin_platform_write_tx(&self.db).await?;
+        let tx = begin_platform_tx(&self.db).await?;
         let u = user::Entity::find_by_id(user_id)
             .one(&tx)
             .await?
             .filter(|u| u.status == "active")
             .ok_or_else(|| IdentityError::Ceremony("the account is disabled".into()))?;
-        let passkeys = self.passkeys_of(&tx, u.id).await?;
-        if passkeys.is_empty() {
-            return Err(IdentityError::Ceremony("sign-in could not start for this email address; check it, or ask your administrator for an invitation".into()));
-        }
-        let (rcr, state) = self
-            .webauthn
-            .start_passkey_authentication(&passkeys)
-            .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
+        let (passkeys, keys) = self.authenticators_of(&tx, u.id).await?;
+        tx.commit().await?;
+        let (rcr, state) = if !passkeys.is_empty() {
+            let (rcr, st) = self
+                .webauthn
+                .start_passkey_authentication(&passkeys)
+                .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
+            (rcr, AuthState::Passkey(st))
+        } else if !keys.is_empty() {
+            let (rcr, st) = self
+                .webauthn
+                .start_securitykey_authentication(&keys)
+                .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
+            (rcr, AuthState::SecurityKey(st))
+        } else {
+            return Err(IdentityError::Ceremony(
+                "this account has no passkey or security key yet".into(),
+            ));
+        };
+        let tx = begin_platform_tx(&self.db).await?;
         let id = self
-            .store_ceremony(&tx, "sign_in", u.tenant_id, u.id, None, &state)
+            .store_ceremony(&tx, CEREMONY_SIGN_IN, u.tenant_id, u.id, None, &state)
             .await?;
         tx.commit().await?;
         Ok((id, rcr))
@@ -408,33 +636,69 @@ impl IdentityService {
         Ok(n.is_some())
     }
 
+    /// Finishes a passkey sign-in. Every failure gets the same answer (the reason is logged),
+    /// so an attacker learns nothing about the account from it.
     pub async fn sign_in_finish(
         &self,
         ceremony_id: Uuid,
         response: &PublicKeyCredential,
         meta: ClientMeta,
     ) -> Result<NewSession, IdentityError> {
-        let u = self.verify_passkey(ceremony_id, response).await?;
-        let tx = begin_platform_write_tx(&self.db).await?;
+        let u = match self
+            .verify_assertion(ceremony_id, CEREMONY_SIGN_IN, response)
+            .await
+        {
+            Ok(u) => u,
+            Err(IdentityError::Ceremony(reason)) => {
+                tracing::info!(%reason, "passkey sign-in refused");
+                return Err(IdentityError::Ceremony(
+                    "the passkey sign-in was not accepted (unknown, used or expired challenge, or a passkey this account does not have); start again".into(),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let tx = begin_platform_tx(&self.db).await?;
         let s = self.create_session(&tx, &u, "passkey", meta).await?;
         tx.commit().await?;
         tracing::info!(user = %u.id, "signed in with a passkey");
         Ok(s)
     }
 
-    /// Checks a passkey assertion against its (single-use) ceremony, records the new counter,
-    /// and returns the account it proves.
+    /// Checks a passkey assertion of a step-up or OIDC step-up ceremony.
     pub(crate) async fn verify_passkey(
         &self,
         ceremony_id: Uuid,
         response: &PublicKeyCredential,
     ) -> Result<user::Model, IdentityError> {
-        let (c, state): (_, PasskeyAuthentication) =
-            self.consume_ceremony(ceremony_id, "sign_in").await?;
-        let result = self
-            .webauthn
-            .finish_passkey_authentication(response, &state)
-            .map_err(|e| IdentityError::Ceremony(format!("the passkey was not accepted: {e}")))?;
+        self.verify_assertion(ceremony_id, CEREMONY_SIGN_IN, response)
+            .await
+    }
+
+    /// Checks an assertion against its (single-use) ceremony of `kind`, records the new
+    /// counter (a counter that went backwards means a cloned authenticator and is refused), and
+    /// returns the account it proves.
+    pub(crate) async fn verify_assertion(
+        &self,
+        ceremony_id: Uuid,
+        kind: &str,
+        response: &PublicKeyCredential,
+    ) -> Result<user::Model, IdentityError> {
+        let (c, state): (_, AuthState) = self.consume_ceremony(ceremony_id, kind).await?;
+        let result = match &state {
+            AuthState::Passkey(st) => self.webauthn.finish_passkey_authentication(response, st),
+            AuthState::SecurityKey(st) => {
+                self.webauthn.finish_securitykey_authentication(response, st)
+            }
+        }
+        .map_err(|e| match e {
+            webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise => {
+                tracing::warn!(user = %c.user_id, "authenticator counter went backwards: possible cloned credential");
+                IdentityError::Ceremony(
+                    "the authenticator's signature counter went backwards, which happens when a key was copied; the sign-in was refused — tell your administrator".into(),
+                )
+            }
+            e => IdentityError::Ceremony(format!("the passkey was not accepted: {e}")),
+        })?;
         let tx = begin_platform_write_tx(&self.db).await?;
         let u = user::Entity::find_by_id(c.user_id)
             .one(&tx)
@@ -450,13 +714,11 @@ impl IdentityService {
             .ok_or_else(|| {
                 IdentityError::Ceremony("this passkey is not registered to the account".into())
             })?;
-        let mut passkey: Passkey = serde_json::from_str(&stored.passkey)
-            .map_err(|e| IdentityError::Ceremony(format!("stored passkey is unreadable: {e}")))?;
-        passkey.update_credential(&result);
+        let mut auth = StoredAuthenticator::from_row(&stored.kind, &stored.passkey)?;
+        auth.update(&result);
         let now = Utc::now();
         let mut am: credential::ActiveModel = stored.into();
-        am.passkey =
-            Set(serde_json::to_string(&passkey).map_err(|e| IdentityError::Setup(e.to_string()))?);
+        am.passkey = Set(auth.to_row()?);
         am.last_used_at = Set(Some(now));
         am.update(&tx).await?;
         let mut um: user::ActiveModel = u.into();
@@ -735,7 +997,7 @@ impl IdentityService {
         .map(|t| t.kind))
     }
 
-    async fn store_ceremony<S: Serialize>(
+    pub(crate) async fn store_ceremony<S: Serialize>(
         &self,
         c: &impl ConnectionTrait,
         kind: &str,
@@ -765,7 +1027,7 @@ impl IdentityService {
 
     /// Marks a ceremony used and returns it with its decoded state; a replayed, expired or unknown
     /// one is refused.
-    async fn consume_ceremony<S: serde::de::DeserializeOwned>(
+    pub(crate) async fn consume_ceremony<S: serde::de::DeserializeOwned>(
         &self,
         id: Uuid,
         kind: &str,
@@ -799,55 +1061,69 @@ impl IdentityService {
         Ok((c, state))
     }
 
-    async fn passkeys_of(
+    /// A person's passkeys and security keys.
+    pub(crate) async fn authenticators_of(
         &self,
         c: &impl ConnectionTrait,
         user_id: Uuid,
-    ) -> Result<Vec<Passkey>, IdentityError> {
+    ) -> Result<(Vec<Passkey>, Vec<SecurityKey>), IdentityError> {
         let rows = credential::Entity::find()
             .filter(credential::Column::UserId.eq(user_id))
             .all(c)
             .await?;
-        rows.iter()
-            .map(|r| {
-                serde_json::from_str(&r.passkey)
-                    .map_err(|e| IdentityError::Setup(format!("stored passkey is unreadable: {e}")))
-            })
-            .collect()
+        let mut passkeys = Vec::new();
+        let mut keys = Vec::new();
+        for r in rows {
+            match StoredAuthenticator::from_row(&r.kind, &r.passkey)? {
+                StoredAuthenticator::Passkey(p) => passkeys.push(p),
+                StoredAuthenticator::SecurityKey(k) => keys.push(k),
+            }
+        }
+        Ok((passkeys, keys))
     }
 
-    async fn store_credential(
+    pub(crate) async fn store_credential(
         &self,
         c: &impl ConnectionTrait,
         u: &user::Model,
-        passkey: &Passkey,
+        authenticator: &StoredAuthenticator,
         name: &str,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<credential::Model, IdentityError> {
         let name: String = name
             .trim()
             .chars()
             .filter(|ch| !ch.is_control())
             .take(100)
             .collect();
-        credential::ActiveModel {
+        let m = credential::ActiveModel {
             id: Set(Uuid::now_v7()),
             user_id: Set(u.id),
             tenant_id: Set(u.tenant_id),
             name: Set(if name.is_empty() {
-                "パスキー".into()
+                match authenticator {
+                    StoredAuthenticator::Passkey(_) => "パスキー".into(),
+                    StoredAuthenticator::SecurityKey(_) => "セキュリティキー".into(),
+                }
             } else {
                 name
             }),
-            credential_id: Set(base64_url(passkey.cred_id().as_ref())),
-            passkey: Set(
-                serde_json::to_string(passkey).map_err(|e| IdentityError::Setup(e.to_string()))?
-            ),
+            kind: Set(authenticator.kind().into()),
+            aaguid: Set(authenticator.aaguid().map(|a| a.to_string())),
+            credential_id: Set(authenticator.cred_id()),
+            passkey: Set(authenticator.to_row()?),
             created_at: Set(Utc::now()),
             last_used_at: Set(None),
         }
         .insert(c)
-        .await?;
-        Ok(())
+        .await
+        .map_err(|e| {
+            if anshin_platform::db::is_unique_violation(&e) {
+                IdentityError::Conflict("this authenticator is already registered".into())
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(m)
     }
 
     /// A new session for `u` proven by `method`, in the caller's transaction.
@@ -889,7 +1165,7 @@ impl IdentityService {
             last_seen_at: Set(now),
             idle_timeout_secs: Set(self.cfg.session_idle_timeout_secs as i64),
             absolute_expires_at: Set(now + Duration::seconds(absolute_secs)),
-            stepped_up_at: Set(method.contains("passkey").then_some(now)),
+            stepped_up_at: Set((method.contains("passkey") || method.contains("security_key")).then_some(now)),
             ended_at: Set(None),
             ended_reason: Set(None),
         }
@@ -921,7 +1197,7 @@ async fn usable_invitation(
     Ok(inv)
 }
 
-fn normalise_email(e: &str) -> Result<String, IdentityError> {
+pub(crate) fn normalise_email(e: &str) -> Result<String, IdentityError> {
     let e = e.trim().to_lowercase();
     let ok = e.len() <= 254
         && e.split_once('@').is_some_and(|(l, d)| {

@@ -54,6 +54,8 @@ pub struct IdentityConfig {
     pub ceremony_timeout_secs: u64,
     /// Lifetime of a break-glass session (no extension by activity).
     pub break_glass_session_minutes: u64,
+    /// Lifetime of the access tokens machine clients get at `/oauth2/token` (60–3600 s).
+    pub access_token_ttl_secs: u64,
     /// Where security alerts (break-glass use) are POSTed, signed with `alert_webhook_secret`.
     pub alert_webhook_url: Option<String>,
     pub alert_webhook_secret: Option<Secret>,
@@ -61,6 +63,13 @@ pub struct IdentityConfig {
     /// `smtps://user:password@mail.example.jp`; without it the link is shown to the inviter.
     pub smtp_url: Option<Secret>,
     pub mail_from: String,
+    /// Shortest password accepted (a password is only ever one of two factors).
+    pub password_min_length: usize,
+    /// A new password may not equal any of this many previous ones.
+    pub password_history: usize,
+    /// Consecutive wrong passwords before the account's password is locked; each further
+    /// failure doubles the lock, from one minute up to an hour.
+    pub password_lockout_threshold: u32,
 }
 
 impl Default for IdentityConfig {
@@ -71,10 +80,14 @@ impl Default for IdentityConfig {
             invitation_ttl_hours: 72,
             ceremony_timeout_secs: 300,
             break_glass_session_minutes: 60,
+            access_token_ttl_secs: 600,
             alert_webhook_url: None,
             alert_webhook_secret: None,
             smtp_url: None,
             mail_from: "Anshin <no-reply@localhost>".into(),
+            password_min_length: 12,
+            password_history: 5,
+            password_lockout_threshold: 5,
         }
     }
 }
@@ -203,10 +216,14 @@ const KNOWN_KEYS: &[&str] = &[
     "identity.invitation_ttl_hours",
     "identity.ceremony_timeout_secs",
     "identity.break_glass_session_minutes",
+    "identity.access_token_ttl_secs",
     "identity.alert_webhook_url",
     "identity.alert_webhook_secret",
     "identity.smtp_url",
     "identity.mail_from",
+    "identity.password_min_length",
+    "identity.password_history",
+    "identity.password_lockout_threshold",
 ];
 
 /// Loaded configuration plus the warnings found while loading it (logged once telemetry is up).
@@ -288,6 +305,11 @@ impl Config {
                     "OTLP endpoint '{ep}' is not a URL (for example http://127.0.0.1:4318)"
                 )));
             }
+        }
+        if !(60..=3600).contains(&self.identity.access_token_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "identity.access_token_ttl_secs must be between 60 and 3600 seconds".into(),
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::Invalid(

@@ -15,6 +15,8 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// Seconds after which a retry may succeed (the `Retry-After` header).
+    pub retry_after: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -50,7 +52,13 @@ impl Problem {
             title,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, secs: i64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -160,6 +168,9 @@ impl ResponseError for Problem {
         b.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
         if self.status == StatusCode::UNAUTHORIZED {
             b.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"anshin\""));
+        }
+        if let Some(secs) = self.retry_after {
+            b.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         b.json(self.body())
     }

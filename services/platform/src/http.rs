@@ -265,6 +265,14 @@ impl FromRequest for Authenticated {
                     span.record("grant", tracing::field::display(g));
                 }
             }
+            if unsafe_method && !principal.may_write() {
+                return Err(Problem::new(
+                    actix_web::http::StatusCode::FORBIDDEN,
+                    "insufficient-scope",
+                    "The access token's scope does not allow this",
+                    "this access token has only read scope; request a token with the write scope (the client must be registered with it) to change data",
+                ));
+            }
             Ok(Authenticated(principal))
         })
     }

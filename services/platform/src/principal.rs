@@ -104,6 +104,13 @@ pub enum Subject {
         session_id: Uuid,
         email: String,
     },
+    /// A machine client (OAuth2 client credentials) with an access token from `/oauth2/token`.
+    /// `scopes` are the token's; without `write` it may only read.
+    Client {
+        id: Uuid,
+        client_id: String,
+        scopes: Vec<String>,
+    },
 }
 
 impl Subject {
@@ -112,6 +119,7 @@ impl Subject {
         match self {
             Subject::ApiToken { id, .. } => format!("token:{id}"),
             Subject::User { id, .. } => format!("user:{id}"),
+            Subject::Client { id, .. } => format!("client:{id}"),
         }
     }
 }
@@ -138,6 +146,15 @@ pub enum TenantScope {
 }
 
 impl Principal {
+    /// Whether the credential allows changing data at all (the role decides the rest): a machine
+    /// client's access token needs the `write` scope; people and API tokens are not scoped.
+    pub fn may_write(&self) -> bool {
+        match &self.subject {
+            Subject::Client { scopes, .. } => scopes.iter().any(|s| s == "write"),
+            Subject::ApiToken { .. } | Subject::User { .. } => true,
+        }
+    }
+
     /// Maintainers see only their own tenant (their provider, or the one institution of their
     /// grant); other provider roles see the provider and its institutions.
     pub fn scope(&self) -> TenantScope {
@@ -165,5 +182,24 @@ mod tests {
         assert!(!Role::InstitutionStaff.fits(TenantKind::Provider));
         assert!(Role::Auditor.fits(TenantKind::Institution));
         assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn clients_write_only_with_the_write_scope() {
+        let client = |scopes: &[&str]| Principal {
+            subject: Subject::Client {
+                id: Uuid::nil(),
+                client_id: "anc_x".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            },
+            tenant_id: Uuid::nil(),
+            tenant_kind: TenantKind::Provider,
+            role: Role::ProviderOperator,
+            grant: None,
+        };
+        assert!(!client(&["read"]).may_write());
+        assert!(!client(&[]).may_write());
+        assert!(client(&["read", "write"]).may_write());
+        assert_eq!(client(&["read"]).subject.label(), format!("client:{}", Uuid::nil()));
     }
 }

@@ -1,6 +1,6 @@
 //! Per-client rate limits for the endpoints an attacker would hammer: sign-in, enrollment,
-//! break-glass and the OpenID Connect redirects. Keyed by the peer address; a request over the
-//! limit gets a 429 problem with `Retry-After`, and nothing else runs.
+//! break-glass, the OpenID Connect redirects and the OAuth2 token endpoint. Keyed by the peer
+//! address; a request over the limit gets a 429 problem with `Retry-After`, and nothing else runs.
 
 use crate::error::Problem;
 use actix_web::body::{BoxBody, MessageBody};
@@ -15,7 +15,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 /// Paths under the limit.
-const LIMITED: [&str; 2] = ["/api/v1/auth/", "/auth/oidc/"];
+const LIMITED: [&str; 3] = ["/api/v1/auth/", "/auth/oidc/", "/oauth2/token"];
 
 #[derive(Clone)]
 pub struct AuthRateLimit(Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>);

@@ -7,7 +7,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use anshin_identity::routes::CookiePolicy;
-use anshin_identity::{IdentityError, IdentityService, SecretBox};
+use anshin_identity::{ClientService, IdentityError, IdentityService, SecretBox, TokenKeys};
 use anshin_platform::config::Config;
 use anshin_platform::error::Problem;
 use anshin_platform::http::Authenticator;
@@ -23,6 +23,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub tenancy: TenancyService,
     pub identity: IdentityService,
+    /// Machine clients: registration, the OAuth2 token endpoint, access-token verification.
+    pub clients: ClientService,
     pub authenticator: SharedAuthenticator,
     pub web: Arc<Web>,
     pub services: ServiceSet,
@@ -31,16 +33,22 @@ pub struct AppState {
     pub auth_rate: anshin_platform::ratelimit::AuthRateLimit,
 }
 
-/// Bearer tokens go to tenancy's token service, session cookies to identity.
+/// Bearer tokens go to tenancy's token service (`anshin_…`) or, when JWT-shaped, to identity's
+/// access-token verifier; session cookies go to identity.
 struct Authenticators {
     tokens: TokenService,
     identity: IdentityService,
+    clients: ClientService,
 }
 
 #[async_trait::async_trait]
 impl Authenticator for Authenticators {
     async fn authenticate_bearer(&self, token: &str) -> Result<Option<Principal>, Problem> {
-        self.tokens.authenticate_bearer(token).await
+        if anshin_identity::clients::jwt::looks_like_jwt(token) {
+            self.clients.authenticate_bearer(token).await
+        } else {
+            self.tokens.authenticate_bearer(token).await
+        }
     }
 
     async fn apply_grant(
@@ -78,13 +86,22 @@ impl AppState {
         )?;
         let tokens = TokenService::new(db.clone())
             .with_auth_cache(std::time::Duration::from_millis(config.http.auth_cache_ms));
+        let clients = ClientService::new(
+            db.clone(),
+            &config.public_url,
+            token_keys(config)?,
+            config.identity.access_token_ttl_secs,
+        )?
+        .with_auth_cache(std::time::Duration::from_millis(config.http.auth_cache_ms));
         Ok(Self {
             tenancy: TenancyService::new(db.clone()),
             authenticator: Arc::new(Authenticators {
                 tokens,
                 identity: identity.clone(),
+                clients: clients.clone(),
             }),
             identity,
+            clients,
             db,
             web,
             services,
@@ -98,6 +115,12 @@ impl AppState {
             },
         })
     }
+}
+
+/// The P-256 key that signs machine clients' access tokens, under the data directory (mode 0600,
+/// created on first start; until the keys service holds it in KMS).
+pub fn token_keys(config: &Config) -> Result<TokenKeys, IdentityError> {
+    TokenKeys::load_or_create(&config.data_dir.join("identity-token-signing.key"))
 }
 
 /// The key that seals identity-provider client secrets, under the data directory (until the
@@ -124,6 +147,7 @@ pub fn app(
         .app_data(web::Data::new(state.db.clone()))
         .app_data(web::Data::new(state.tenancy.clone()))
         .app_data(web::Data::new(state.identity.clone()))
+        .app_data(web::Data::new(state.clients.clone()))
         .app_data(web::Data::new(state.cookies))
         .app_data(web::Data::new(state.auth_rate.clone()))
         .app_data(web::Data::new(state.authenticator.clone()))

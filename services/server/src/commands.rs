@@ -118,7 +118,10 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
         .map_err(|e| CliError::usage(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = if services.contains(Service::Worker) {
-        for s in anshin_tenancy::jobs::schedules() {
+        for s in anshin_tenancy::jobs::schedules()
+            .into_iter()
+            .chain(anshin_identity::jobs::schedules())
+        {
             s.register(&db)
                 .await
                 .map_err(|e| CliError::failure(e.to_string()))?;
@@ -133,6 +136,7 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
             },
         )
         .register(anshin_tenancy::jobs::ContractSweep)
+        .register(anshin_identity::jobs::StaleAccountSweep)
         .register(anshin_identity::break_glass::BreakGlassAlertJob {
             webhook_url: config.identity.alert_webhook_url.clone(),
             secret: config.identity.alert_webhook_secret.clone(),

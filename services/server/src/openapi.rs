@@ -46,6 +46,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = RootApi::openapi();
     doc.merge(anshin_tenancy::routes::TenancyApi::openapi());
     doc.merge(anshin_identity::routes::IdentityApi::openapi());
+    doc.merge(anshin_identity::credential_routes::CredentialsApi::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc
 }

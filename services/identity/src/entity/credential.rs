@@ -8,10 +8,14 @@ pub struct Model {
     pub user_id: Uuid,
     pub tenant_id: Uuid,
     pub name: String,
+    /// `passkey` (user verification, two factors alone) or `security_key` (with a password).
+    pub kind: String,
+    /// The authenticator model, when it attested one.
+    pub aaguid: Option<String>,
     /// base64url credential id, unique across all users.
     #[sea_orm(unique)]
     pub credential_id: String,
-    /// The webauthn-rs `Passkey` (public key, counter, flags) as JSON.
+    /// The webauthn-rs `Passkey` or `SecurityKey` (public key, counter, flags) as JSON.
     pub passkey: String,
     pub created_at: DateTimeUtc,
     pub last_used_at: Option<DateTimeUtc>,
