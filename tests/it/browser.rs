@@ -80,7 +80,7 @@ both_backends! {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if let Ok(dir) = std::env::var("ANSHIN_SCREENSHOTS") {
-            for f in ["enroll.png", "portal.png", "signin.png", "step-up.png", "failure.png"] {
+            for f in ["enroll.png", "portal.png", "credentials.png", "signin.png", "step-up.png", "failure.png"] {
                 let _ = std::fs::copy(shots.join(f), PathBuf::from(&dir).join(format!("{}-{f}", if db.backend == anshin_tests::Backend::Sqlite { "sqlite" } else { "pg" })));
             }
         }

@@ -123,11 +123,22 @@ fn assert_oauth_error(
 ) {
     assert_eq!(status, want_status, "{v}");
     assert_eq!(v["error"], code, "{v}");
-    assert!(v["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{v}"
+    );
     assert_eq!(headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
-    assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/json");
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
     if want_status == StatusCode::UNAUTHORIZED {
-        assert!(headers.get(header::WWW_AUTHENTICATE).is_some(), "401 names the scheme");
+        assert!(
+            headers.get(header::WWW_AUTHENTICATE).is_some(),
+            "401 names the scheme"
+        );
     }
 }
 
@@ -439,6 +450,30 @@ both_backends! {
         assert_oauth_error(s, &h, &v, StatusCode::UNAUTHORIZED, "invalid_client");
     }
 
+    async fn another_tenant_s_clients_cannot_be_seen_or_revoked(db) {
+        let w = World::build(&db).await;
+        let app = test::init_service(db.app()).await;
+        let (_, foreign) = register!(&app, w, "beta-clinic", Role::InstitutionAdmin, &json!({"name": "みどり連携", "role": "auditor", "scopes": ["read"], "auth_method": "client_secret"}));
+        let foreign_refs = [foreign["id"].as_str().unwrap().to_string(), foreign["client_id"].as_str().unwrap().to_string()];
+        let mut probes = 0;
+        for ((slug, role), token) in &w.tokens {
+            if slug == "beta-clinic" || slug == "beta-cloud" {
+                continue;
+            }
+            for r in &foreign_refs {
+                let (s, _, v) = call!(&app, test::TestRequest::delete().uri(&format!("/api/v1/clients/{r}")).insert_header(bearer(token)));
+                assert_eq!(s, StatusCode::NOT_FOUND, "{role}@{slug} DELETE {r}: {v}");
+                probes += 1;
+            }
+            let (s, _, v) = call!(&app, test::TestRequest::get().uri("/api/v1/clients").insert_header(bearer(token)));
+            assert!(matches!(s.as_u16(), 200 | 403), "{role}@{slug}: {v}");
+            assert!(!v.to_string().contains(&foreign_refs[1]), "{role}@{slug} listed a foreign client");
+        }
+        assert!(probes >= 20, "{probes}");
+        let (_, _, listed) = call!(&app, test::TestRequest::get().uri("/api/v1/clients").insert_header(bearer(w.token("beta-clinic", Role::Auditor))));
+        assert_eq!(listed["items"][0]["status"], "active", "nothing was revoked");
+    }
+
     async fn a_suspended_tenant_s_clients_stop(db) {
         let w = World::build(&db).await;
         let app = test::init_service(db.app()).await;
@@ -470,14 +505,32 @@ async fn client_rows_are_isolated_by_rls() {
     let w = World::build(&db).await;
     let app = test::init_service(db.app()).await;
     let (private_pem, public_pem) = keypair();
-    for (slug, role) in [("alpha-clinic", Role::InstitutionAdmin), ("beta-clinic", Role::InstitutionAdmin)] {
-        let (s, c) = register!(&app, w, slug, role, &json!({"name": "連携", "role": "auditor", "scopes": ["read"], "auth_method": "private_key_jwt", "public_key_pem": public_pem}));
+    for (slug, role) in [
+        ("alpha-clinic", Role::InstitutionAdmin),
+        ("beta-clinic", Role::InstitutionAdmin),
+    ] {
+        let (s, c) = register!(
+            &app,
+            w,
+            slug,
+            role,
+            &json!({"name": "連携", "role": "auditor", "scopes": ["read"], "auth_method": "private_key_jwt", "public_key_pem": public_pem})
+        );
         assert_eq!(s, StatusCode::CREATED);
         let id = c["client_id"].as_str().unwrap();
-        let (s, _, _) = token!(&app, form(&[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", &assertion(&private_pem, id, |_| {}))]));
+        let (s, _, _) = token!(
+            &app,
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", &assertion(&private_pem, id, |_| {}))
+            ])
+        );
         assert_eq!(s, StatusCode::OK);
     }
-    let tx = anshin_platform::db::begin_tenant_tx(&db.app, w.c2.id).await.unwrap();
+    let tx = anshin_platform::db::begin_tenant_tx(&db.app, w.c2.id)
+        .await
+        .unwrap();
     let clients = api_client::Entity::find().all(&tx).await.unwrap();
     let jtis = client_assertion_jti::Entity::find().all(&tx).await.unwrap();
     tx.commit().await.unwrap();
@@ -487,6 +540,30 @@ async fn client_rows_are_isolated_by_rls() {
     assert!(jtis.iter().all(|j| j.tenant_id == w.c2.id));
     // Outside any tenant or platform scope the application role sees nothing at all.
     let tx = db.app.begin().await.unwrap();
-    assert!(api_client::Entity::find().all(&tx).await.unwrap().is_empty());
+    assert!(api_client::Entity::find()
+        .all(&tx)
+        .await
+        .unwrap()
+        .is_empty());
     tx.commit().await.unwrap();
+}
+
+/// The token endpoint is rate-limited per client address like sign-in (guessing secrets).
+#[actix_web::test]
+async fn the_token_endpoint_is_rate_limited() {
+    let mut db = TestDb::new(Backend::Sqlite).await;
+    db.config.http.auth_rate_per_minute = 1;
+    db.config.http.auth_rate_burst = 2;
+    let app = test::init_service(db.app()).await;
+    let cc = form(&[("grant_type", "client_credentials")]);
+    for _ in 0..2 {
+        let (s, _, v) = token!(&app, cc.clone(), basic("anc_guess", "ancs_guess"));
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let (s, h, v) = token!(&app, cc, basic("anc_guess", "ancs_guess"));
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert!(h.get(header::RETRY_AFTER).is_some());
+    // The API itself is not limited.
+    let (s, _, _) = call!(&app, test::TestRequest::get().uri("/.well-known/jwks.json"));
+    assert_eq!(s, StatusCode::OK);
 }

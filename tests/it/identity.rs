@@ -217,8 +217,9 @@ both_backends! {
         expect_refused(&test::call_service(&app, finish(&json!(uuid::Uuid::new_v4()), real)).await, "unknown ceremony");
         let res = test::call_service(&app, finish(&json!(uuid::Uuid::new_v4()), json!({"nonsense": true}))).await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let res = test::call_service(&app, begin("nobody@example.jp")).await;
-        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        // An unknown address gets a decoy challenge shaped like a real one (no account enumeration).
+        let decoy: Value = test::call_and_read_body_json(&app, begin("nobody@example.jp")).await;
+        assert_eq!(decoy["public_key"]["publicKey"]["allowCredentials"].as_array().unwrap().len(), 1);
         let res = test::call_service(&app, test::TestRequest::post().uri("/api/v1/auth/sign-in/begin").set_json(json!({"email": "not an email"})).to_request()).await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let res = test::call_service(&app, test::TestRequest::post().uri("/api/v1/auth/enrollment/begin").set_json(json!({"token": "forged"})).to_request()).await;
@@ -314,8 +315,10 @@ both_backends! {
         assert_eq!(test::call_service(&app, me(&cookie2)).await.status(), StatusCode::OK);
         assert_eq!(test::call_service(&app, test::TestRequest::patch().uri(&format!("/api/v1/accounts/{id}")).insert_header(admin.clone()).set_json(json!({"status": "disabled"})).to_request()).await.status(), StatusCode::NO_CONTENT);
         assert_eq!(test::call_service(&app, me(&cookie2)).await.status(), StatusCode::UNAUTHORIZED);
-        let res = test::call_service(&app, test::TestRequest::post().uri("/api/v1/auth/sign-in/begin").set_json(json!({"email": "kana@clinic.example.jp"})).to_request()).await;
-        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        // A disabled account gets only a decoy challenge: its own passkey is not even asked for.
+        let begin: Value = test::call_and_read_body_json(&app, test::TestRequest::post().uri("/api/v1/auth/sign-in/begin").set_json(json!({"email": "kana@clinic.example.jp"})).to_request()).await;
+        let rcr: RequestChallengeResponse = serde_json::from_value(begin["public_key"].clone()).unwrap();
+        assert!(device.do_authentication(origin(), rcr).is_err());
         assert_eq!(test::call_service(&app, test::TestRequest::patch().uri(&format!("/api/v1/accounts/{id}")).insert_header(admin.clone()).set_json(json!({"status": "active"})).to_request()).await.status(), StatusCode::NO_CONTENT);
         let begin: Value = test::call_and_read_body_json(&app, test::TestRequest::post().uri("/api/v1/auth/sign-in/begin").set_json(json!({"email": "kana@clinic.example.jp"})).to_request()).await;
         let res = test::call_service(&app, test::TestRequest::post().uri("/api/v1/auth/sign-in/finish").set_json(sign_in(&mut device, &begin)).to_request()).await;

@@ -43,6 +43,12 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
                 json!({"user_id": uuid::Uuid::new_v4(), "decision": "disabled"})
             }
             ("POST", "/api/v1/account-reviews/{id}/close") => json!({"force": true}),
+            ("PATCH", "/api/v1/me/credentials/{id}") => json!({"name": "侵入テスト"}),
+            (
+                "DELETE",
+                "/api/v1/me/credentials/{id}" | "/api/v1/accounts/{id}/password-lock",
+            )
+            | ("GET", "/api/v1/accounts/{id}/password") => Value::Null,
             _ => return None,
         };
         return Some(Probe::ForeignId(body));
@@ -93,15 +99,28 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
             &[200, 403],
         )),
         // Admins start a review of their own tenant (201, then 409 while it is open).
-        ("POST", "/api/v1/account-reviews") => {
-            Some(Probe::OwnTenant(json!({}), &[201, 403, 409]))
-        }
+        ("POST", "/api/v1/account-reviews") => Some(Probe::OwnTenant(json!({}), &[201, 403, 409])),
         ("GET", "/api/v1/account-reviews") => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
         ("GET", "/api/v1/identity-policy") => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
         ("PUT", "/api/v1/identity-policy") => Some(Probe::OwnTenant(
             json!({"idle_timeout_secs": 900, "stale_after_days": 90, "disable_after_days": 30}),
             &[200, 403],
         )),
+        // API tokens have no credentials or password of their own.
+        ("GET", "/api/v1/me/credentials") => Some(Probe::OwnTenant(Value::Null, &[404])),
+        ("POST", "/api/v1/me/credentials/begin") => {
+            Some(Probe::OwnTenant(json!({"kind": "passkey"}), &[404]))
+        }
+        // Needs a ceremony started by a signed-in person; tests/it/credentials.rs covers it.
+        ("POST", "/api/v1/me/credentials/finish") => Some(Probe::Public),
+        ("PUT", "/api/v1/me/password") => Some(Probe::OwnTenant(
+            json!({"new_password": "侵入テストの長いパスワード"}),
+            &[404],
+        )),
+        ("GET", "/api/v1/attestation-policy") => Some(Probe::OwnTenant(Value::Null, &[200])),
+        ("PUT", "/api/v1/attestation-policy") => {
+            Some(Probe::OwnTenant(json!({"mode": "any"}), &[200, 403]))
+        }
         ("POST", p) if p.starts_with("/api/v1/auth/") => Some(Probe::Public),
         _ => None,
     }

@@ -218,7 +218,7 @@ both_backends! {
         // The person was invited and registered a passkey first.
         let inv = id.invite(&admin, "pwd@hikari.example.jp", "単要素 次郎", Role::InstitutionStaff).await.unwrap();
         let token = inv.enrollment_url.as_deref().unwrap().split("#token=").nth(1).unwrap();
-        let (ceremony, ccr) = id.enroll_begin(token).await.unwrap();
+        let (ceremony, ccr) = id.enroll_begin(token, anshin_identity::EnrollMethod::Passkey).await.unwrap();
         let ccr: CreationChallengeResponse = serde_json::from_value(serde_json::to_value(ccr).unwrap()).unwrap();
         let mut device = WebauthnAuthenticator::new(SoftPasskey::new(true));
         let reg = device.do_registration(origin.clone(), ccr).unwrap();

@@ -101,14 +101,22 @@ async fn last_sign_in(db: &TestDb, id: Uuid, at: DateTime<Utc>) {
 
 async fn account(db: &TestDb, id: Uuid) -> user_flag::Model {
     let tx = begin_platform_tx(&db.app).await.unwrap();
-    let u = user_flag::Entity::find_by_id(id).one(&tx).await.unwrap().unwrap();
+    let u = user_flag::Entity::find_by_id(id)
+        .one(&tx)
+        .await
+        .unwrap()
+        .unwrap();
     tx.commit().await.unwrap();
     u
 }
 
 async fn ended_reasons(db: &TestDb, id: Uuid) -> Vec<Option<String>> {
     let tx = begin_platform_tx(&db.app).await.unwrap();
-    let s = session::Entity::find().filter(session::Column::UserId.eq(id)).all(&tx).await.unwrap();
+    let s = session::Entity::find()
+        .filter(session::Column::UserId.eq(id))
+        .all(&tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     s.into_iter().map(|s| s.ended_reason).collect()
 }
@@ -116,9 +124,22 @@ async fn ended_reasons(db: &TestDb, id: Uuid) -> Vec<Option<String>> {
 /// The inventory entry of `$email` in the institution `$slug` (its admin token).
 macro_rules! entry {
     ($app:expr, $w:expr, $slug:expr, $email:expr) => {{
-        let inv: Value = test::call_and_read_body_json($app, test::TestRequest::get().uri("/api/v1/accounts").insert_header(bearer($w, $slug, Role::InstitutionAdmin)).to_request()).await;
+        let inv: Value = test::call_and_read_body_json(
+            $app,
+            test::TestRequest::get()
+                .uri("/api/v1/accounts")
+                .insert_header(bearer($w, $slug, Role::InstitutionAdmin))
+                .to_request(),
+        )
+        .await;
         let email: &str = &$email;
-        inv["items"].as_array().unwrap().iter().find(|i| i["email"] == email).cloned().unwrap_or_else(|| panic!("{email} not in {inv}"))
+        inv["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["email"] == email)
+            .cloned()
+            .unwrap_or_else(|| panic!("{email} not in {inv}"))
     }};
 }
 
@@ -437,7 +458,8 @@ both_backends! {
         last_sign_in(&db, idle_id, Utc::now() - Duration::days(100)).await;
         last_sign_in(&db, back_id, Utc::now() - Duration::days(120)).await;
         last_sign_in(&db, fresh_id, Utc::now() - Duration::days(8)).await;
-        last_sign_in(&db, nurse_id, Utc::now() - Duration::days(8)).await;
+        // 60 days: stale under the hospital's 7, would not be under the clinic's 90.
+        last_sign_in(&db, nurse_id, Utc::now() - Duration::days(60)).await;
 
         // First sweep, through the job queue with the real handler: flags only.
         JobQueue::enqueue(&db.app, NewJob::new(STALE_ACCOUNT_SWEEP, json!({}))).await.unwrap();

@@ -54,6 +54,9 @@ try {
   if (!page.url().endsWith("/signin")) throw new Error(`portal without a session went to ${page.url()}`);
 
   // 3. Sign in with the passkey.
+  if ((await page.locator("form[data-webauthn=password-sign-in] #key_password").count()) !== 1) {
+    throw new Error("the sign-in page offers no security key + password form");
+  }
   await page.fill("#email", email);
   await page.screenshot({ path: `${shots}/signin.png`, fullPage: true });
   await page.click("form[data-webauthn=sign-in] button");
@@ -62,6 +65,17 @@ try {
   if (!again.includes(displayName)) throw new Error(`after sign-in the portal greets "${again}"`);
   const rows = await page.locator("tbody tr").count();
   if (rows < 1) throw new Error("the portal lists no sessions");
+  // 3b. The portal lists the passkey by its name; removing the only one is refused after a
+  // fresh confirmation with it (step-up through the page's script).
+  const named = await page.locator("td", { hasText: "テスト端末" }).count();
+  if (named !== 1) throw new Error("the portal does not list the passkey by its name");
+  await page.click("form[data-webauthn=remove-credential] button");
+  const refusal = page.locator("form[data-webauthn=remove-credential] .status.error");
+  await refusal.waitFor({ timeout: 15000 });
+  const why = await refusal.textContent();
+  if (!why.includes("last way to sign in")) throw new Error(`removing the last passkey said "${why}"`);
+  await page.screenshot({ path: `${shots}/credentials.png`, fullPage: true });
+  if ((await page.locator("form[data-webauthn=password-sign-in]").count()) !== 0) throw new Error("portal shows a sign-in form");
   console.log(`ok: enrolled, signed out and signed in as ${email}`);
 
   if (org) {

@@ -9,16 +9,47 @@
     return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer;
   };
 
-  async function post(url, body) {
+  // Signed-in pages carry the session's CSRF token; requests that change data send it.
+  function csrf() {
+    const m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.content : null;
+  }
+
+  async function call(method, url, body) {
+    const headers = {};
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (csrf()) headers["x-csrf-token"] = csrf();
     const r = await fetch(url, {
-      method: "POST",
+      method,
       credentials: "same-origin",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
     const data = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(data.detail || r.statusText);
     return data;
+  }
+
+  const post = (url, body) => call("POST", url, body);
+
+  function creationOptions(pk) {
+    pk.challenge = dec(pk.challenge);
+    pk.user.id = dec(pk.user.id);
+    (pk.excludeCredentials || []).forEach((c) => { c.id = dec(c.id); });
+    return pk;
+  }
+
+  function registration(cred) {
+    return {
+      id: cred.id,
+      rawId: enc(cred.rawId),
+      type: cred.type,
+      extensions: cred.getClientExtensionResults(),
+      response: {
+        attestationObject: enc(cred.response.attestationObject),
+        clientDataJSON: enc(cred.response.clientDataJSON),
+      },
+    };
   }
 
   function show(el, text, isError) {
@@ -30,26 +61,20 @@
   async function enroll(form, status) {
     const token = new URLSearchParams(location.hash.slice(1)).get("token");
     if (!token) throw new Error(form.dataset.noToken);
-    const begin = await post("/api/v1/auth/enrollment/begin", { token });
-    const pk = begin.public_key.publicKey;
-    pk.challenge = dec(pk.challenge);
-    pk.user.id = dec(pk.user.id);
-    (pk.excludeCredentials || []).forEach((c) => { c.id = dec(c.id); });
+    const method = form.elements.method ? form.elements.method.value : "passkey";
+    const body = { token };
+    if (method === "security_key") {
+      body.method = method;
+      body.password = form.elements.password.value;
+    }
+    const begin = await post("/api/v1/auth/enrollment/begin", body);
+    const pk = creationOptions(begin.public_key.publicKey);
     show(status, form.dataset.working);
     const cred = await navigator.credentials.create({ publicKey: pk });
     await post("/api/v1/auth/enrollment/finish", {
       ceremony_id: begin.ceremony_id,
       credential_name: form.elements.credential_name.value || null,
-      credential: {
-        id: cred.id,
-        rawId: enc(cred.rawId),
-        type: cred.type,
-        extensions: cred.getClientExtensionResults(),
-        response: {
-          attestationObject: enc(cred.response.attestationObject),
-          clientDataJSON: enc(cred.response.clientDataJSON),
-        },
-      },
+      credential: registration(cred),
     });
     // The token has done its job; keep it out of history.
     history.replaceState(null, "", "/enroll");
@@ -62,6 +87,59 @@
     const credential = await assertion(begin.public_key.publicKey);
     await post("/api/v1/auth/sign-in/finish", { ceremony_id: begin.ceremony_id, credential });
     location.assign("/portal");
+  }
+
+  async function passwordSignIn(form, status) {
+    const begin = await post("/api/v1/auth/password-sign-in/begin", {
+      email: form.elements.email.value,
+      password: form.elements.password.value,
+    });
+    show(status, form.dataset.working);
+    const credential = await assertion(begin.public_key.publicKey);
+    await post("/api/v1/auth/password-sign-in/finish", { ceremony_id: begin.ceremony_id, credential });
+    location.assign("/portal");
+  }
+
+  // A fresh confirmation with a registered authenticator, for sensitive changes.
+  async function confirmPresence() {
+    const begin = await post("/api/v1/me/step-up/begin", {});
+    const credential = await assertion(begin.public_key.publicKey);
+    await call("POST", "/api/v1/me/step-up/finish", { ceremony_id: begin.ceremony_id, credential });
+  }
+
+  async function addCredential(form, status) {
+    show(status, form.dataset.working);
+    await confirmPresence();
+    const body = { kind: form.dataset.kind };
+    if (form.elements.password) body.password = form.elements.password.value;
+    const begin = await post("/api/v1/me/credentials/begin", body);
+    const cred = await navigator.credentials.create({ publicKey: creationOptions(begin.public_key.publicKey) });
+    await post("/api/v1/me/credentials/finish", {
+      ceremony_id: begin.ceremony_id,
+      name: form.elements.name.value || null,
+      credential: registration(cred),
+    });
+    location.reload();
+  }
+
+  async function removeCredential(form, status) {
+    show(status, form.dataset.working);
+    await confirmPresence();
+    await call("DELETE", `/api/v1/me/credentials/${form.dataset.id}`);
+    location.reload();
+  }
+
+  async function changePassword(form, status) {
+    show(status, form.dataset.working);
+    await confirmPresence();
+    await call("PUT", "/api/v1/me/password", { new_password: form.elements.new_password.value });
+    form.reset();
+    show(status, form.dataset.done);
+  }
+
+  async function endSession(form) {
+    await call("DELETE", `/api/v1/me/sessions/${form.dataset.id}`);
+    location.reload();
   }
 
   async function assertion(pk) {
@@ -102,10 +180,32 @@
     location.assign("/signin");
   }
 
-  const actions = { enroll, "sign-in": signIn, "step-up": stepUp, "sign-out": signOut };
+  const actions = {
+    enroll,
+    "sign-in": signIn,
+    "password-sign-in": passwordSignIn,
+    "step-up": stepUp,
+    "sign-out": signOut,
+    "add-credential": addCredential,
+    "remove-credential": removeCredential,
+    "change-password": changePassword,
+    "end-session": endSession,
+  };
+
+  // The enrollment form asks for a password only with a security key.
+  document.querySelectorAll('input[name="method"]').forEach((radio) => {
+    radio.addEventListener("change", () => {
+      document.querySelectorAll("[data-when-method]").forEach((el) => {
+        const on = el.dataset.whenMethod === radio.form.elements.method.value;
+        el.hidden = !on;
+        el.querySelectorAll("input").forEach((i) => { i.required = on; });
+      });
+    });
+  });
   document.querySelectorAll("form[data-webauthn]").forEach((form) => {
     const status = form.querySelector(".status") || document.createElement("p");
-    if (form.dataset.webauthn !== "sign-out" && !window.PublicKeyCredential) {
+    const needsWebauthn = !["sign-out", "end-session"].includes(form.dataset.webauthn);
+    if (needsWebauthn && !window.PublicKeyCredential) {
       show(status, form.dataset.unsupported, true);
       form.querySelector("button").disabled = true;
     }

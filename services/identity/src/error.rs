@@ -90,9 +90,10 @@ impl From<IdentityError> for Problem {
             ),
             IdentityError::Upstream(d) => Problem::unavailable(d),
             IdentityError::Setup(d) => Problem::internal(&d),
-            IdentityError::OAuth { code, description } if code == "invalid_client" => {
-                Problem::unauthorized(description)
-            }
+            IdentityError::OAuth {
+                code: "invalid_client",
+                description,
+            } => Problem::unauthorized(description),
             IdentityError::OAuth { description, .. } => Problem::bad_request(description),
             IdentityError::Db(e) => Problem::internal(&e),
         }

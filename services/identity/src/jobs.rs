@@ -321,7 +321,13 @@ mod tests {
             StaleAction::Flag
         );
         assert_eq!(
-            stale_action(now - days(30), Some(now - days(8)), Some(now - days(1)), now, &strict),
+            stale_action(
+                now - days(30),
+                Some(now - days(8)),
+                Some(now - days(1)),
+                now,
+                &strict
+            ),
             StaleAction::Disable
         );
     }

@@ -510,10 +510,7 @@ impl MigrationTrait for CreateReviewAndPolicy {
                 .foreign_key(
                     &mut ForeignKey::create()
                         .name("account_review_items_review_fk")
-                        .from(
-                            Alias::new("account_review_items"),
-                            Alias::new("review_id"),
-                        )
+                        .from(Alias::new("account_review_items"), Alias::new("review_id"))
                         .to(Alias::new("account_reviews"), Alias::new("id"))
                         .to_owned(),
                 )
@@ -530,7 +527,11 @@ impl MigrationTrait for CreateReviewAndPolicy {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for t in ["account_review_items", "account_reviews", "identity_policies"] {
+        for t in [
+            "account_review_items",
+            "account_reviews",
+            "identity_policies",
+        ] {
             m.drop_table(Table::drop().table(Alias::new(t)).to_owned())
                 .await?;
         }

@@ -207,9 +207,7 @@ impl IdentityService {
         validate(&s)?;
         let now = Utc::now();
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
-        let existing = policy::Entity::find_by_id(actor.tenant_id)
-            .one(&tx)
-            .await?;
+        let existing = policy::Entity::find_by_id(actor.tenant_id).one(&tx).await?;
         let am = policy::ActiveModel {
             tenant_id: Set(actor.tenant_id),
             idle_timeout_secs: Set(s.idle_timeout_secs),
@@ -231,8 +229,14 @@ impl IdentityService {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/identity-policy", web::get().to(get_identity_policy))
-        .route("/api/v1/identity-policy", web::put().to(put_identity_policy));
+    cfg.route(
+        "/api/v1/identity-policy",
+        web::get().to(get_identity_policy),
+    )
+    .route(
+        "/api/v1/identity-policy",
+        web::put().to(put_identity_policy),
+    );
 }
 
 /// The identity policy of the caller's tenant: idle timeout, when accounts count as stale and
@@ -306,7 +310,11 @@ mod tests {
     fn defaults_take_the_configured_idle_timeout() {
         assert_eq!(defaults(900), s(900, 90, 30));
         assert_eq!(defaults(600).idle_timeout_secs, 600);
-        assert_eq!(defaults(30).idle_timeout_secs, 30, "the operator's choice stands");
+        assert_eq!(
+            defaults(30).idle_timeout_secs,
+            30,
+            "the operator's choice stands"
+        );
         assert_eq!(defaults(u64::MAX).idle_timeout_secs, 900);
     }
 }

@@ -344,7 +344,9 @@ impl IdentityService {
             .all(&tx)
             .await?
             .into_iter()
-            .filter_map(|u| effective_flag(u.last_sign_in_at, u.stale_flagged_at).map(|f| (u.id, f)))
+            .filter_map(|u| {
+                effective_flag(u.last_sign_in_at, u.stale_flagged_at).map(|f| (u.id, f))
+            })
             .collect();
         let rows: Vec<item::ActiveModel> = users
             .into_iter()
@@ -379,7 +381,10 @@ impl IdentityService {
     }
 
     /// The caller's tenant's reviews, newest first (admins and auditors).
-    pub async fn list_reviews(&self, actor: &Principal) -> Result<Vec<ReviewSummary>, IdentityError> {
+    pub async fn list_reviews(
+        &self,
+        actor: &Principal,
+    ) -> Result<Vec<ReviewSummary>, IdentityError> {
         require_reader(actor)?;
         let r = tenant_reader(self.db(), actor.tenant_id).await?;
         let reviews = review::Entity::find()
@@ -490,7 +495,9 @@ impl IdentityService {
         let it = item::Entity::find_by_id((id, d.user_id))
             .one(&tx)
             .await?
-            .ok_or_else(|| IdentityError::NotFound("this account is not part of this review".into()))?;
+            .ok_or_else(|| {
+                IdentityError::NotFound("this account is not part of this review".into())
+            })?;
         tx.commit().await?;
         tracing::info!(tenant = %actor.tenant_id, review = %id, user = %d.user_id, decision = d.decision.as_str(), "account review decision");
         Ok(item_view(it))
@@ -510,10 +517,7 @@ impl IdentityService {
         let closed = review::Entity::update_many()
             .col_expr(review::Column::Status, Expr::value("closed"))
             .col_expr(review::Column::ClosedAt, Expr::value(now))
-            .col_expr(
-                review::Column::ClosedBy,
-                Expr::value(actor.subject.label()),
-            )
+            .col_expr(review::Column::ClosedBy, Expr::value(actor.subject.label()))
             .filter(review::Column::Id.eq(id))
             .filter(review::Column::TenantId.eq(actor.tenant_id))
             .filter(review::Column::Status.eq("open"))
@@ -637,7 +641,10 @@ mod tests {
         assert_eq!(due_date(Some(d), now).ok(), Some(d));
         assert!(due_date(Some(now + Duration::days(365)), now).is_ok());
         for bad in [now, now - Duration::days(1), now + Duration::days(366)] {
-            assert!(matches!(due_date(Some(bad), now), Err(IdentityError::Invalid(_))));
+            assert!(matches!(
+                due_date(Some(bad), now),
+                Err(IdentityError::Invalid(_))
+            ));
         }
     }
 

@@ -200,6 +200,9 @@ mod tests {
         assert!(!client(&["read"]).may_write());
         assert!(!client(&[]).may_write());
         assert!(client(&["read", "write"]).may_write());
-        assert_eq!(client(&["read"]).subject.label(), format!("client:{}", Uuid::nil()));
+        assert_eq!(
+            client(&["read"]).subject.label(),
+            format!("client:{}", Uuid::nil())
+        );
     }
 }

@@ -272,10 +272,14 @@ pub async fn portal(
             .get(&principal, principal.tenant_id)
             .await
             .map_err(Problem::from)?;
-        Ok::<_, Problem>((user, csrf, sessions, tenant))
+        let credentials = identity
+            .my_credentials(&principal)
+            .await
+            .map_err(Problem::from)?;
+        Ok::<_, Problem>((user, csrf, sessions, tenant, credentials))
     }
     .await;
-    let (user, csrf, sessions, tenant) = match loaded {
+    let (user, csrf, sessions, tenant, credentials) = match loaded {
         Ok(v) => v,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
@@ -290,12 +294,34 @@ pub async fn portal(
         .iter()
         .map(|s| {
             serde_json::json!({
+                "id": s.id,
                 "created": fmt(s.created_at),
                 "last_seen": fmt(s.last_seen_at),
                 "device": s.user_agent.as_deref()
                     .map(|u| u.chars().take(60).collect::<String>())
                     .unwrap_or_else(|| "-".into()),
                 "current": s.current,
+            })
+        })
+        .collect();
+    let kind_passkey = web.messages(lang)["credential_kind_passkey"]
+        .as_str()
+        .unwrap_or("passkey")
+        .to_string();
+    let kind_key = web.messages(lang)["credential_kind_security_key"]
+        .as_str()
+        .unwrap_or("security key")
+        .to_string();
+    let creds: Vec<Value> = credentials
+        .items
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "name": c.name,
+                "kind": if c.kind == "security_key" { &kind_key } else { &kind_passkey },
+                "created": fmt(c.created_at),
+                "last_used": c.last_used_at.map(fmt).unwrap_or_else(|| "-".into()),
             })
         })
         .collect();
@@ -310,6 +336,12 @@ pub async fn portal(
     ctx.insert("tenant", &tenant);
     ctx.insert("role_name", &role_name);
     ctx.insert("sessions", &rows);
+    ctx.insert("credentials", &creds);
+    ctx.insert("has_password", &credentials.has_password);
+    ctx.insert(
+        "password_changed",
+        &credentials.password_changed_at.map(fmt),
+    );
     page_with(&web, &req, "portal.html", StatusCode::OK, ctx)
 }
 

@@ -34,7 +34,11 @@ struct Keys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenKeys(kid={}, [private key redacted])", self.inner.kid)
+        write!(
+            f,
+            "TokenKeys(kid={}, [private key redacted])",
+            self.inner.kid
+        )
     }
 }
 
@@ -238,12 +242,20 @@ mod tests {
         let token = keys.sign(&c).unwrap();
         assert!(looks_like_jwt(&token));
         assert_eq!(again.verify(&token, &c.iss), Some(c.clone()));
-        assert_eq!(keys.verify(&token, "https://other.example.jp"), None, "issuer");
+        assert_eq!(
+            keys.verify(&token, "https://other.example.jp"),
+            None,
+            "issuer"
+        );
         let expired = keys.sign(&claims(-60)).unwrap();
         assert_eq!(keys.verify(&expired, &c.iss), None, "expired");
         let mut wrong_aud = claims(600);
         wrong_aud.aud = "another-api".into();
-        assert_eq!(keys.verify(&keys.sign(&wrong_aud).unwrap(), &c.iss), None, "audience");
+        assert_eq!(
+            keys.verify(&keys.sign(&wrong_aud).unwrap(), &c.iss),
+            None,
+            "audience"
+        );
 
         // Tampered payload: the signature no longer matches.
         let parts: Vec<&str> = token.split('.').collect();
@@ -285,8 +297,11 @@ mod tests {
         assert!(TokenKeys::from_pkcs8_pem("not a key").is_err());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.key");
-        std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         assert!(TokenKeys::load_or_create(&path).is_err());
     }
 }

@@ -145,7 +145,9 @@ impl ClientService {
 
 /// Scopes in canonical order (the order of [`SCOPES`]), without duplicates; an unknown scope is
 /// an error naming it.
-pub fn canonical_scopes<'a>(requested: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
+pub fn canonical_scopes<'a>(
+    requested: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>, String> {
     let mut seen = [false; SCOPES.len()];
     for s in requested {
         match SCOPES.iter().position(|k| *k == s) {
@@ -177,8 +179,7 @@ pub fn parse_scope_param(param: Option<&str>) -> Result<Option<Vec<String>>, Str
     let tokens: Vec<&str> = p.split(' ').collect();
     let well_formed = tokens.iter().all(|t| {
         !t.is_empty()
-            && t
-                .bytes()
+            && t.bytes()
                 .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
     });
     if !well_formed {
@@ -223,7 +224,14 @@ mod tests {
             parse_scope_param(Some("read")).unwrap(),
             Some(vec!["read".to_string()])
         );
-        for bad in ["read  write", " read", "read\twrite", "re\"ad", "read\\", "keys:use"] {
+        for bad in [
+            "read  write",
+            " read",
+            "read\twrite",
+            "re\"ad",
+            "read\\",
+            "keys:use",
+        ] {
             assert!(parse_scope_param(Some(bad)).is_err(), "{bad:?}");
         }
     }

@@ -101,7 +101,12 @@ impl ClientView {
             client_id: m.client_id,
             name: m.name,
             role: Role::parse(&m.role).unwrap_or(Role::Auditor),
-            scopes: m.scopes.split(' ').filter(|s| !s.is_empty()).map(String::from).collect(),
+            scopes: m
+                .scopes
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
             auth_method: method,
             assertion_alg,
             status: m.status,

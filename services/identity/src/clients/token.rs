@@ -25,7 +25,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
-pub const ASSERTION_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub const ASSERTION_TYPE_JWT_BEARER: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The furthest ahead a client assertion's `exp` may lie.
 pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
 /// Clock skew tolerated on client assertions.
@@ -138,7 +139,9 @@ pub fn form_decode(s: &str) -> Option<String> {
 /// `(client_id, client_secret)` of an `Authorization: Basic …` header; `Err` for another
 /// scheme or a malformed value.
 pub fn basic_credentials(header: &str) -> Result<(String, String), IdentityError> {
-    let bad = || invalid_client("the Authorization header must be HTTP Basic with the client id and secret");
+    let bad = || {
+        invalid_client("the Authorization header must be HTTP Basic with the client id and secret")
+    };
     let (scheme, rest) = header.trim().split_once(' ').ok_or_else(bad)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(bad());
@@ -159,8 +162,14 @@ pub fn basic_credentials(header: &str) -> Result<(String, String), IdentityError
 /// The way the client authenticates in one request.
 #[derive(Debug, PartialEq, Eq)]
 enum ClientAuth {
-    Secret { client_id: String, secret: String },
-    Assertion { assertion: String, client_id: Option<String> },
+    Secret {
+        client_id: String,
+        secret: String,
+    },
+    Assertion {
+        assertion: String,
+        client_id: Option<String>,
+    },
 }
 
 /// Picks the one client authentication method of a request (RFC 6749 §2.3: never more).
@@ -193,7 +202,10 @@ fn client_auth(
     }
     if let Some(secret) = body_secret {
         let client_id = body_id.ok_or_else(|| {
-            oauth("invalid_request", "client_secret needs client_id in the body")
+            oauth(
+                "invalid_request",
+                "client_secret needs client_id in the body",
+            )
         })?;
         return Ok(ClientAuth::Secret { client_id, secret });
     }
@@ -260,9 +272,7 @@ pub fn check_assertion_claims(
             "aud of the client assertion must be the token endpoint {token_endpoint}"
         ));
     }
-    let exp = c
-        .exp
-        .ok_or("the client assertion must have exp")?;
+    let exp = c.exp.ok_or("the client assertion must have exp")?;
     if exp <= now - ASSERTION_LEEWAY_SECS {
         return Err("the client assertion has expired".into());
     }
@@ -291,7 +301,9 @@ pub fn check_assertion_claims(
 pub fn client_key(pem: &str) -> Result<(DecodingKey, Algorithm), String> {
     use p256::pkcs8::DecodePublicKey;
     if !pem.contains("-----BEGIN PUBLIC KEY-----") {
-        return Err("public_key_pem must be a public key in SPKI PEM (-----BEGIN PUBLIC KEY-----)".into());
+        return Err(
+            "public_key_pem must be a public key in SPKI PEM (-----BEGIN PUBLIC KEY-----)".into(),
+        );
     }
     if p256::PublicKey::from_public_key_pem(pem).is_ok() {
         let key = DecodingKey::from_ec_pem(pem.as_bytes())
@@ -362,7 +374,10 @@ impl ClientService {
             ClientAuth::Assertion {
                 assertion,
                 client_id,
-            } => self.check_assertion(&assertion, client_id.as_deref()).await?,
+            } => {
+                self.check_assertion(&assertion, client_id.as_deref())
+                    .await?
+            }
         };
         let Some(_kind) = self.active_tenant_kind(client.tenant_id).await? else {
             return Err(oauth(
@@ -417,7 +432,10 @@ impl ClientService {
         })
     }
 
-    async fn active_client(&self, client_id: &str) -> Result<Option<api_client::Model>, IdentityError> {
+    async fn active_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<api_client::Model>, IdentityError> {
         if !client_id.starts_with(CLIENT_ID_PREFIX) || client_id.len() > 64 {
             return Ok(None);
         }
@@ -550,7 +568,11 @@ impl ClientService {
         let Some(claims) = self.keys().verify(token, self.issuer()) else {
             return Ok(None);
         };
-        let Some(state) = self.client_state(&claims.sub).await.map_err(Problem::from)? else {
+        let Some(state) = self
+            .client_state(&claims.sub)
+            .await
+            .map_err(Problem::from)?
+        else {
             return Ok(None);
         };
         if state.tenant_id != claims.tenant || state.role.as_str() != claims.role {
@@ -654,25 +676,100 @@ mod tests {
         };
         assert!(check_assertion_claims(&many, "anc_a", EP, now).is_ok());
         let cases: Vec<(AssertionClaims, &str)> = vec![
-            (AssertionClaims { iss: Some("anc_b".into()), ..good(now) }, "iss"),
-            (AssertionClaims { sub: None, ..good(now) }, "sub"),
-            (AssertionClaims { aud: Some(Audience::One("https://anshin.example.jp".into())), ..good(now) }, "aud"),
-            (AssertionClaims { aud: None, ..good(now) }, "aud"),
-            (AssertionClaims { exp: None, ..good(now) }, "exp"),
-            (AssertionClaims { exp: Some(now - 60), ..good(now) }, "expired"),
-            (AssertionClaims { exp: Some(now + 3600), ..good(now) }, "seconds ahead"),
-            (AssertionClaims { nbf: Some(now + 600), ..good(now) }, "not valid yet"),
-            (AssertionClaims { iat: Some(now + 600), ..good(now) }, "not valid yet"),
-            (AssertionClaims { jti: None, ..good(now) }, "jti"),
-            (AssertionClaims { jti: Some(String::new()), ..good(now) }, "jti"),
-            (AssertionClaims { jti: Some("x".repeat(256)), ..good(now) }, "jti"),
+            (
+                AssertionClaims {
+                    iss: Some("anc_b".into()),
+                    ..good(now)
+                },
+                "iss",
+            ),
+            (
+                AssertionClaims {
+                    sub: None,
+                    ..good(now)
+                },
+                "sub",
+            ),
+            (
+                AssertionClaims {
+                    aud: Some(Audience::One("https://anshin.example.jp".into())),
+                    ..good(now)
+                },
+                "aud",
+            ),
+            (
+                AssertionClaims {
+                    aud: None,
+                    ..good(now)
+                },
+                "aud",
+            ),
+            (
+                AssertionClaims {
+                    exp: None,
+                    ..good(now)
+                },
+                "exp",
+            ),
+            (
+                AssertionClaims {
+                    exp: Some(now - 60),
+                    ..good(now)
+                },
+                "expired",
+            ),
+            (
+                AssertionClaims {
+                    exp: Some(now + 3600),
+                    ..good(now)
+                },
+                "seconds ahead",
+            ),
+            (
+                AssertionClaims {
+                    nbf: Some(now + 600),
+                    ..good(now)
+                },
+                "not valid yet",
+            ),
+            (
+                AssertionClaims {
+                    iat: Some(now + 600),
+                    ..good(now)
+                },
+                "not valid yet",
+            ),
+            (
+                AssertionClaims {
+                    jti: None,
+                    ..good(now)
+                },
+                "jti",
+            ),
+            (
+                AssertionClaims {
+                    jti: Some(String::new()),
+                    ..good(now)
+                },
+                "jti",
+            ),
+            (
+                AssertionClaims {
+                    jti: Some("x".repeat(256)),
+                    ..good(now)
+                },
+                "jti",
+            ),
         ];
         for (c, want) in cases {
             let e = check_assertion_claims(&c, "anc_a", EP, now).unwrap_err();
             assert!(e.contains(want), "{want}: {e}");
         }
         // Within the tolerated skew.
-        let skewed = AssertionClaims { exp: Some(now - 10), ..good(now) };
+        let skewed = AssertionClaims {
+            exp: Some(now - 10),
+            ..good(now)
+        };
         assert!(check_assertion_claims(&skewed, "anc_a", EP, now).is_ok());
     }
 
@@ -701,7 +798,10 @@ mod tests {
     #[test]
     fn exactly_one_client_authentication_method() {
         let form = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let basic = format!(
             "Basic {}",
@@ -709,22 +809,55 @@ mod tests {
         );
         assert_eq!(
             client_auth(Some(&basic), &form(&[])).unwrap(),
-            ClientAuth::Secret { client_id: "anc_x".into(), secret: "secret".into() }
+            ClientAuth::Secret {
+                client_id: "anc_x".into(),
+                secret: "secret".into()
+            }
         );
-        assert!(client_auth(Some(&basic), &form(&[("client_secret", "s"), ("client_id", "anc_x")])).is_err());
+        assert!(client_auth(
+            Some(&basic),
+            &form(&[("client_secret", "s"), ("client_id", "anc_x")])
+        )
+        .is_err());
         assert!(client_auth(Some(&basic), &form(&[("client_id", "anc_y")])).is_err());
         assert_eq!(
-            client_auth(None, &form(&[("client_id", "anc_x"), ("client_secret", "s")])).unwrap(),
-            ClientAuth::Secret { client_id: "anc_x".into(), secret: "s".into() }
+            client_auth(
+                None,
+                &form(&[("client_id", "anc_x"), ("client_secret", "s")])
+            )
+            .unwrap(),
+            ClientAuth::Secret {
+                client_id: "anc_x".into(),
+                secret: "s".into()
+            }
         );
         assert!(client_auth(None, &form(&[("client_secret", "s")])).is_err());
-        assert!(client_auth(None, &form(&[("client_assertion", "a.b.c")])).is_err(), "type needed");
+        assert!(
+            client_auth(None, &form(&[("client_assertion", "a.b.c")])).is_err(),
+            "type needed"
+        );
         assert_eq!(
-            client_auth(None, &form(&[("client_assertion", "a.b.c"), ("client_assertion_type", ASSERTION_TYPE_JWT_BEARER)])).unwrap(),
-            ClientAuth::Assertion { assertion: "a.b.c".into(), client_id: None }
+            client_auth(
+                None,
+                &form(&[
+                    ("client_assertion", "a.b.c"),
+                    ("client_assertion_type", ASSERTION_TYPE_JWT_BEARER)
+                ])
+            )
+            .unwrap(),
+            ClientAuth::Assertion {
+                assertion: "a.b.c".into(),
+                client_id: None
+            }
         );
         let e = client_auth(None, &form(&[])).unwrap_err();
-        assert!(matches!(e, IdentityError::OAuth { code: "invalid_client", .. }));
+        assert!(matches!(
+            e,
+            IdentityError::OAuth {
+                code: "invalid_client",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -737,7 +870,9 @@ mod tests {
         // An Ed25519 SPKI key (RFC 8410 example).
         let ed = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
         assert_eq!(client_key(ed).unwrap().1, Algorithm::EdDSA);
-        assert!(client_key("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(
+            client_key("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err()
+        );
         assert!(client_key("-----BEGIN PRIVATE KEY-----\n...").is_err());
     }
 }
