@@ -44,10 +44,7 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
             }
             ("POST", "/api/v1/account-reviews/{id}/close") => json!({"force": true}),
             ("PATCH", "/api/v1/me/credentials/{id}") => json!({"name": "侵入テスト"}),
-            (
-                "DELETE",
-                "/api/v1/me/credentials/{id}" | "/api/v1/accounts/{id}/password-lock",
-            )
+            ("DELETE", "/api/v1/me/credentials/{id}" | "/api/v1/accounts/{id}/password-lock")
             | ("GET", "/api/v1/accounts/{id}/password") => Value::Null,
             _ => return None,
         };

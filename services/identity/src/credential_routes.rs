@@ -5,7 +5,9 @@ use crate::credentials::{
     AttestationMode, AttestationPolicy, AttestationPolicyView, AttestedModel, CredentialInfo,
     CredentialKind, MyCredentials, PasswordStatus,
 };
-use crate::routes::{meta, signed_in, to_json, CeremonyStart, CookiePolicy, SignInFinish, SignedIn};
+use crate::routes::{
+    meta, signed_in, to_json, CeremonyStart, CookiePolicy, SignInFinish, SignedIn,
+};
 use crate::service::IdentityService;
 use actix_web::{web, HttpRequest, HttpResponse};
 use anshin_platform::error::{Problem, ProblemBody};

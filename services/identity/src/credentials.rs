@@ -273,8 +273,8 @@ impl IdentityService {
         validate_policy(&policy)?;
         self.require_recent_step_up(p, Duration::minutes(STEP_UP_WINDOW_MINUTES))
             .await?;
-        let entries =
-            serde_json::to_string(&policy.models).map_err(|e| IdentityError::Setup(e.to_string()))?;
+        let entries = serde_json::to_string(&policy.models)
+            .map_err(|e| IdentityError::Setup(e.to_string()))?;
         let mode = match policy.mode {
             AttestationMode::Any => "any",
             AttestationMode::AllowList => "allow_list",
@@ -302,7 +302,10 @@ impl IdentityService {
         self.attestation_policy(p.tenant_id).await
     }
 
-    async fn ca_list_for(&self, tenant_id: Uuid) -> Result<Option<AttestationCaList>, IdentityError> {
+    async fn ca_list_for(
+        &self,
+        tenant_id: Uuid,
+    ) -> Result<Option<AttestationCaList>, IdentityError> {
         let v = self.attestation_policy(tenant_id).await?;
         validate_policy(&AttestationPolicy {
             mode: v.mode,
@@ -354,9 +357,7 @@ impl IdentityService {
                 .finish_securitykey_registration(response, &reg)
                 .map(|k| (StoredAuthenticator::SecurityKey(k), password_hash)),
         }
-        .map_err(|e| {
-            IdentityError::Ceremony(format!("the registration was not accepted: {e}"))
-        })
+        .map_err(|e| IdentityError::Ceremony(format!("the registration was not accepted: {e}")))
     }
 
     // ---- Password + security key sign-in -------------------------------------------------
@@ -376,7 +377,11 @@ impl IdentityService {
             .one(&tx)
             .await?;
         let pw = match &u {
-            Some(u) => password_credential::Entity::find_by_id(u.id).one(&tx).await?,
+            Some(u) => {
+                password_credential::Entity::find_by_id(u.id)
+                    .one(&tx)
+                    .await?
+            }
             None => None,
         };
         tx.commit().await?;
@@ -603,8 +608,7 @@ impl IdentityService {
                     (None, true) => None,
                     (None, false) => {
                         return Err(IdentityError::Invalid(
-                            "a security key is used with a password: choose one (password)"
-                                .into(),
+                            "a security key is used with a password: choose one (password)".into(),
                         ))
                     }
                 };
@@ -741,7 +745,9 @@ impl IdentityService {
             .one(&r)
             .await?
             .ok_or_else(|| IdentityError::NotFound("no account with this id".into()))?;
-        let pw = password_credential::Entity::find_by_id(u.id).one(&r).await?;
+        let pw = password_credential::Entity::find_by_id(u.id)
+            .one(&r)
+            .await?;
         r.finish().await?;
         Ok(match pw {
             None => PasswordStatus {

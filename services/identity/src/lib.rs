@@ -29,4 +29,6 @@ pub use error::IdentityError;
 pub use migration::{grants, migrations};
 pub use oidc::{OidcOutcome, ProviderSettings, ProviderView};
 pub use secretbox::SecretBox;
-pub use service::{ClientMeta, EnrollMethod, IdentityService, InvitationInfo, NewSession, SessionInfo, UserInfo};
+pub use service::{
+    ClientMeta, EnrollMethod, IdentityService, InvitationInfo, NewSession, SessionInfo, UserInfo,
+};

@@ -75,12 +75,7 @@ impl MigrationTrait for AddPasswordsAndSecurityKeys {
         m.alter_table(
             Table::alter()
                 .table(Alias::new("webauthn_credentials"))
-                .add_column(
-                    col("kind")
-                        .string_len(16)
-                        .not_null()
-                        .default("passkey"),
-                )
+                .add_column(col("kind").string_len(16).not_null().default("passkey"))
                 .to_owned(),
         )
         .await?;

@@ -147,13 +147,22 @@ mod tests {
     fn policy_refuses_short_common_and_personal_passwords() {
         let ok = |p: &str| check_policy(p, 12, "hanako.sato@sakura.example.jp", "佐藤 花子");
         assert!(ok("correct horse battery staple").is_ok());
-        assert!(ok("桜の花が咲く春の朝に").is_err(), "10 characters is too short");
+        assert!(
+            ok("桜の花が咲く春の朝に").is_err(),
+            "10 characters is too short"
+        );
         assert!(ok("桜の花が咲く春の朝に散歩").is_ok());
         assert!(ok("short").is_err());
         assert!(ok("1qaz2wsx3edc").is_err(), "common");
-        assert!(ok("aaaaaaaaaaaaaaaa").is_err(), "too few distinct characters");
+        assert!(
+            ok("aaaaaaaaaaaaaaaa").is_err(),
+            "too few distinct characters"
+        );
         assert!(ok("my-hanako.sato-2026").is_err(), "contains the email");
-        assert!(ok("佐藤花子のパスワード です").is_err(), "contains the name");
+        assert!(
+            ok("佐藤花子のパスワード です").is_err(),
+            "contains the name"
+        );
         assert!(ok(&"x1y2".repeat(40)).is_err(), "too long");
         assert!(ok("tab\tinside password").is_err());
     }

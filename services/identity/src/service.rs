@@ -22,8 +22,8 @@ use uuid::Uuid;
 use webauthn_rs::prelude::{
     AttestationMetadata, AuthenticationResult, CreationChallengeResponse, Passkey,
     PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
-    RequestChallengeResponse, SecurityKey, SecurityKeyAuthentication, SecurityKeyRegistration,
-    Url, Webauthn, WebauthnBuilder,
+    RequestChallengeResponse, SecurityKey, SecurityKeyAuthentication, SecurityKeyRegistration, Url,
+    Webauthn, WebauthnBuilder,
 };
 
 /// What a person registers: a passkey (user verification: two factors in one gesture) or a
@@ -81,7 +81,9 @@ impl StoredAuthenticator {
             IdentityError::Setup(format!("stored credential is unreadable: {e}"))
         };
         match kind {
-            "security_key" => serde_json::from_str(json).map(Self::SecurityKey).map_err(bad),
+            "security_key" => serde_json::from_str(json)
+                .map(Self::SecurityKey)
+                .map_err(bad),
             _ => serde_json::from_str(json).map(Self::Passkey).map_err(bad),
         }
     }
@@ -197,7 +199,9 @@ pub struct InvitationInfo {
 pub enum EnrollMethod {
     Passkey,
     /// A security key used together with this password.
-    SecurityKey { password: String },
+    SecurityKey {
+        password: String,
+    },
 }
 
 pub struct NewSession {
@@ -567,8 +571,14 @@ impl IdentityService {
         use webauthn_rs::prelude::Base64UrlSafeData;
         let mut challenge = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut challenge);
-        let ids = self.secrets.derive_many("webauthn-decoy", email.as_bytes(), 1);
-        let rp_id = self.public_url.host_str().unwrap_or("localhost").to_string();
+        let ids = self
+            .secrets
+            .derive_many("webauthn-decoy", email.as_bytes(), 1);
+        let rp_id = self
+            .public_url
+            .host_str()
+            .unwrap_or("localhost")
+            .to_string();
         let mut v = serde_json::json!({
             "publicKey": {
                 "challenge": Base64UrlSafeData::from(challenge.to_vec()),
@@ -1165,7 +1175,9 @@ impl IdentityService {
             last_seen_at: Set(now),
             idle_timeout_secs: Set(self.cfg.session_idle_timeout_secs as i64),
             absolute_expires_at: Set(now + Duration::seconds(absolute_secs)),
-            stepped_up_at: Set((method.contains("passkey") || method.contains("security_key")).then_some(now)),
+            stepped_up_at: Set(
+                (method.contains("passkey") || method.contains("security_key")).then_some(now),
+            ),
             ended_at: Set(None),
             ended_reason: Set(None),
         }
