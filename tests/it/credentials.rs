@@ -370,4 +370,23 @@ both_backends! {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(v["detail"].as_str().unwrap().contains("counter went backwards"), "{v}");
     }
+
+    async fn sessions_take_the_tenants_idle_timeout(db) {
+        let w = World::build(&db).await;
+        let app = test::init_service(db.app()).await;
+        let res = test::call_service(&app, test::TestRequest::put().uri("/api/v1/identity-policy").insert_header(("authorization", admin(&w))).set_json(json!({"idle_timeout_secs": 120, "stale_after_days": 90, "disable_after_days": 30})).to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let token = invite!(&app, &w, "idle@sakura.example.jp");
+        let begin: Value = test::call_and_read_body_json(&app, post("/api/v1/auth/enrollment/begin", json!({"token": token})).to_request()).await;
+        let ccr: CreationChallengeResponse = serde_json::from_value(begin["public_key"].clone()).unwrap();
+        let reg = WebauthnAuthenticator::new(SoftPasskey::new(true)).do_registration(origin(), ccr).unwrap();
+        let res = test::call_service(&app, post("/api/v1/auth/enrollment/finish", json!({"ceremony_id": begin["ceremony_id"], "credential": reg})).to_request()).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        assert_eq!(db.count_platform("SELECT count(*) FROM sessions WHERE idle_timeout_secs = 120").await, 1);
+        // Three idle minutes end it (the default 15 would not).
+        db.exec_platform(&format!("UPDATE sessions SET last_seen_at = '{}' WHERE idle_timeout_secs = 120", (chrono::Utc::now() - chrono::Duration::minutes(3)).format("%Y-%m-%d %H:%M:%S%:z"))).await;
+        let s = session_of(res).await;
+        let res = test::call_service(&app, with_session(test::TestRequest::get().uri("/api/v1/me"), &s)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
 }

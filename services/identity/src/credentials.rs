@@ -728,6 +728,13 @@ impl IdentityService {
         p: &Principal,
         user_id: Uuid,
     ) -> Result<PasswordStatus, IdentityError> {
+        // Scope before role: an id outside the tenant is not found, whoever asks.
+        let r = tenant_reader(self.db(), p.tenant_id).await?;
+        let u = user::Entity::find_by_id(user_id)
+            .filter(user::Column::TenantId.eq(p.tenant_id))
+            .one(&r)
+            .await?
+            .ok_or_else(|| IdentityError::NotFound("no account with this id".into()))?;
         if p.grant.is_some()
             || !matches!(
                 p.role,
@@ -739,12 +746,6 @@ impl IdentityService {
                 p.role
             )));
         }
-        let r = tenant_reader(self.db(), p.tenant_id).await?;
-        let u = user::Entity::find_by_id(user_id)
-            .filter(user::Column::TenantId.eq(p.tenant_id))
-            .one(&r)
-            .await?
-            .ok_or_else(|| IdentityError::NotFound("no account with this id".into()))?;
         let pw = password_credential::Entity::find_by_id(u.id)
             .one(&r)
             .await?;
@@ -773,13 +774,13 @@ impl IdentityService {
         p: &Principal,
         user_id: Uuid,
     ) -> Result<PasswordStatus, IdentityError> {
-        require_admin(p, "unlock passwords")?;
         let tx = begin_tenant_write_tx(self.db(), p.tenant_id).await?;
         let u = user::Entity::find_by_id(user_id)
             .filter(user::Column::TenantId.eq(p.tenant_id))
             .one(&tx)
             .await?
             .ok_or_else(|| IdentityError::NotFound("no account with this id".into()))?;
+        require_admin(p, "unlock passwords")?;
         let pw = password_credential::Entity::find_by_id(u.id)
             .one(&tx)
             .await?

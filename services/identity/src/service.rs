@@ -1162,6 +1162,8 @@ impl IdentityService {
         let csrf = random_token();
         let now = Utc::now();
         let session_id = Uuid::now_v7();
+        // The tenant's own idle timeout (identity policy), else the configured default.
+        let idle = self.idle_timeout_secs(c, u.tenant_id).await?;
         session::ActiveModel {
             id: Set(session_id),
             token_hash: Set(sha256_hex(&cookie)),
@@ -1173,7 +1175,7 @@ impl IdentityService {
             source_ip: Set(meta.source_ip.map(|s| s.chars().take(64).collect())),
             created_at: Set(now),
             last_seen_at: Set(now),
-            idle_timeout_secs: Set(self.cfg.session_idle_timeout_secs as i64),
+            idle_timeout_secs: Set(idle),
             absolute_expires_at: Set(now + Duration::seconds(absolute_secs)),
             stepped_up_at: Set(
                 (method.contains("passkey") || method.contains("security_key")).then_some(now),

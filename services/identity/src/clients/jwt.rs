@@ -85,6 +85,13 @@ impl TokenKeys {
             }
         }
         let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "the token signing key file is readable by others than its owner; restrict it to mode 0600");
+            }
+        }
         if meta.len() > 16 * 1024 {
             return Err(err("the file is too large to be a P-256 private key".into()));
         }
