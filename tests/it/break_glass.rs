@@ -1,16 +1,20 @@
 //! Break-glass accounts (guideline 11 ①) on both backends: a sealed code shown once, use only
-//! with a reason, a short emergency session, a signed alert delivered to a webhook, and a dead
-//! code until an admin issues a new one.
+//! with a reason, a short emergency session, a signed alert delivered to a webhook, an alert
+//! mail to every active administrator through a real SMTP server (aiosmtpd) that never blocks
+//! the emergency, and a dead code until an admin issues a new one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpRequest, HttpResponse, HttpServer};
 use anshin_identity::break_glass::{sign, BreakGlassAlertJob};
+use anshin_identity::ClientMeta;
 use anshin_platform::jobs::{JobQueue, Worker, WorkerOptions};
 use anshin_platform::secret::Secret;
 use anshin_platform::Role;
-use anshin_tests::{both_backends, free_port, World};
+use anshin_tests::{
+    bearer, both_backends, enroll_passkey, free_port, identity_with_smtp, Smtp, World,
+};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
@@ -111,5 +115,112 @@ both_backends! {
         assert_ne!(fresh["code"], issued["code"]);
         assert_eq!(test::call_service(&app, use_code(&code, reason, "alpha-hospital")).await.status(), StatusCode::FORBIDDEN);
         assert_eq!(test::call_service(&app, use_code(fresh["code"].as_str().unwrap(), reason, "alpha-hospital")).await.status(), StatusCode::OK);
+    }
+}
+
+/// Issues a new emergency code for `slug` with its admin's API token.
+async fn issue_code<S, B>(app: &S, w: &World, slug: &str, role: Role) -> String
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let res = test::call_service(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/break-glass")
+            .insert_header(bearer(w, slug, role))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let v: Value = test::read_body_json(res).await;
+    v["code"].as_str().unwrap().to_string()
+}
+
+fn recipients(mails: &[Value]) -> Vec<String> {
+    let mut to: Vec<String> = mails
+        .iter()
+        .flat_map(|m| {
+            m["rcpt_tos"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+        })
+        .collect();
+    to.sort();
+    to
+}
+
+fn jst(t: chrono::DateTime<chrono::Utc>) -> String {
+    (t + chrono::Duration::hours(9))
+        .format("%Y-%m-%d %H:%M JST")
+        .to_string()
+}
+
+both_backends! {
+    async fn every_active_admin_is_mailed_and_mail_trouble_never_blocks_the_emergency(db) {
+        let w = World::build(&db).await;
+        let app = test::init_service(db.app()).await;
+        // The hospital: two active admins, a disabled one and a nurse; the clinic next door and
+        // the provider have admins of their own.
+        enroll_passkey(&app, &w, "alpha-hospital", "head@hikari.example.jp", "institution_admin").await;
+        enroll_passkey(&app, &w, "alpha-hospital", "deputy@hikari.example.jp", "institution_admin").await;
+        let former = enroll_passkey(&app, &w, "alpha-hospital", "former@hikari.example.jp", "institution_admin").await;
+        enroll_passkey(&app, &w, "alpha-hospital", "nurse@hikari.example.jp", "institution_staff").await;
+        enroll_passkey(&app, &w, "alpha-clinic", "head@aoba.example.jp", "institution_admin").await;
+        enroll_passkey(&app, &w, "alpha-cloud", "cto@alpha.example.jp", "provider_admin").await;
+        let res = test::call_service(&app, test::TestRequest::patch().uri(&format!("/api/v1/accounts/{}", former.id)).insert_header(bearer(&w, "alpha-hospital", Role::InstitutionAdmin)).set_json(json!({"status": "disabled"})).to_request()).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let code = issue_code(&app, &w, "alpha-hospital", Role::InstitutionAdmin).await;
+
+        let smtp = Smtp::start(&db);
+        let identity = identity_with_smtp(&db, &smtp);
+        let reason = "電子カルテの認証基盤が停止し、救急外来で患者の既往歴を確認する必要がある";
+        let meta = ClientMeta { user_agent: Some("Mozilla/5.0 (救急外来端末)".into()), source_ip: Some("192.0.2.41".into()) };
+        let session = identity.use_break_glass("alpha-hospital", &code, reason, meta).await.unwrap();
+
+        // Both active admins of the hospital, and nobody else, get the alert.
+        let mails = smtp.wait_for(2, 20).await;
+        assert_eq!(recipients(&mails), vec!["deputy@hikari.example.jp", "head@hikari.example.jp"], "{mails:?}");
+        let expiry = jst(session.absolute_expires_at);
+        for m in &mails {
+            let subject = m["subject"].as_str().unwrap();
+            assert!(subject.contains("非常時用アカウントが使用されました") && subject.contains("ひかり病院"), "{subject}");
+            let body = m["body"].as_str().unwrap();
+            // Who, from where, when, why and until when; Japanese first, then English.
+            for part in ["非常時用アカウント (break-glass)", "192.0.2.41", "救急外来端末", reason, expiry.as_str(), "セッションの有効期限", "Session expires"] {
+                assert!(body.contains(part), "{part} missing in {body}");
+            }
+            assert!(body.find("理由:").unwrap() < body.find("Reason:").unwrap(), "{body}");
+            assert!(body.find("日時:").unwrap() < body.find("When:").unwrap(), "{body}");
+        }
+        // The emergency session itself works.
+        let res = test::call_service(&app, test::TestRequest::get().uri("/api/v1/me").insert_header(("cookie", format!("anshin_session={}", session.cookie.expose()))).to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+
+        // A provider's code alerts the provider's admins only.
+        let code = issue_code(&app, &w, "alpha-cloud", Role::ProviderAdmin).await;
+        identity.use_break_glass("alpha-cloud", &code, reason, ClientMeta::default()).await.unwrap();
+        let mails = smtp.wait_for(3, 20).await;
+        assert_eq!(recipients(&mails[2..]), vec!["cto@alpha.example.jp"]);
+        assert!(mails[2]["subject"].as_str().unwrap().contains("アルファクラウド"));
+        // Nothing else trickles in afterwards.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(smtp.messages().len(), 3);
+
+        // The mail server is down: the emergency session is granted all the same.
+        drop(smtp);
+        let code = issue_code(&app, &w, "alpha-hospital", Role::InstitutionAdmin).await;
+        let session = identity.use_break_glass("alpha-hospital", &code, reason, ClientMeta::default()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/api/v1/me").insert_header(("cookie", format!("anshin_session={}", session.cookie.expose()))).to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK, "the emergency session stands without the mail");
+        let status: Value = test::call_and_read_body_json(&app, test::TestRequest::get().uri("/api/v1/break-glass").insert_header(bearer(&w, "alpha-hospital", Role::InstitutionAdmin)).to_request()).await;
+        assert_eq!(status["status"], "used");
     }
 }

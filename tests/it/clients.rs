@@ -494,6 +494,62 @@ both_backends! {
         let (s, h, v) = token!(&app, cc, basic(&id, &secret));
         assert_oauth_error(s, &h, &v, StatusCode::BAD_REQUEST, "unauthorized_client");
     }
+
+    async fn used_jtis_are_pruned_once_their_assertions_expired(db) {
+        use anshin_identity::entity::client_assertion_jti as jti;
+        use anshin_identity::jobs::{prune_client_assertion_jtis, StaleAccountSweep, JTI_KEEP_AFTER_EXPIRY_SECS, STALE_ACCOUNT_SWEEP};
+        use anshin_platform::jobs::{JobQueue, JobStatus, NewJob, Worker, WorkerOptions};
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let w = World::build(&db).await;
+        let app = test::init_service(db.app()).await;
+        let (private_pem, public_pem) = keypair();
+        let (s, c) = register!(&app, w, "alpha-clinic", Role::InstitutionAdmin, &json!({"name": "鍵取得エージェント", "role": "auditor", "scopes": ["read"], "auth_method": "private_key_jwt", "public_key_pem": public_pem}));
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        let id = c["client_id"].as_str().unwrap().to_string();
+        let req = |a: &str| form(&[("grant_type", "client_credentials"), ("client_assertion_type", JWT_BEARER), ("client_assertion", a)]);
+        let mut used = Vec::new();
+        for name in ["long-expired", "just-expired", "live"] {
+            let a = assertion(&private_pem, &id, |c| c["jti"] = json!(name));
+            let (s, _, t) = token!(&app, req(&a));
+            assert_eq!(s, StatusCode::OK, "{t}");
+            used.push(a);
+        }
+        // Move the first two assertions' expiry into the past: one long ago, one still within
+        // the leeway the token endpoint allows on exp.
+        let set_expiry = |name: &'static str, at: chrono::DateTime<chrono::Utc>| {
+            let db = &db;
+            async move {
+                let tx = anshin_platform::db::begin_platform_tx(&db.app).await.unwrap();
+                let n = jti::Entity::update_many().col_expr(jti::Column::ExpiresAt, sea_orm::sea_query::Expr::value(at)).filter(jti::Column::Jti.eq(name)).exec(&tx).await.unwrap().rows_affected;
+                tx.commit().await.unwrap();
+                assert_eq!(n, 1, "{name}");
+            }
+        };
+        let now = chrono::Utc::now();
+        set_expiry("long-expired", now - chrono::Duration::hours(2)).await;
+        set_expiry("just-expired", now - chrono::Duration::seconds(JTI_KEEP_AFTER_EXPIRY_SECS / 2)).await;
+        assert_eq!(db.count_platform("SELECT count(*) FROM client_assertion_jtis").await, 3);
+
+        // The hourly identity job, through the queue with the real handler, prunes.
+        JobQueue::enqueue(&db.app, NewJob::new(STALE_ACCOUNT_SWEEP, json!({}))).await.unwrap();
+        let worker = Worker::new(db.app.clone(), WorkerOptions::default()).register(StaleAccountSweep);
+        assert!(worker.run_one().await.unwrap(), "the job ran");
+        let jobs = JobQueue::new(db.app.clone()).list_by_kind(STALE_ACCOUNT_SWEEP).await.unwrap();
+        assert_eq!(jobs[0].status, JobStatus::Succeeded, "{:?}", jobs[0]);
+        let tx = anshin_platform::db::begin_platform_tx(&db.app).await.unwrap();
+        let mut left: Vec<String> = jti::Entity::find().all(&tx).await.unwrap().into_iter().map(|j| j.jti).collect();
+        tx.commit().await.unwrap();
+        left.sort();
+        assert_eq!(left, vec!["just-expired", "live"]);
+        // A kept jti still refuses its replay; pruning again finds nothing more.
+        let (s, h, v) = token!(&app, req(&used[2]));
+        assert_oauth_error(s, &h, &v, StatusCode::UNAUTHORIZED, "invalid_client");
+        assert!(v["error_description"].as_str().unwrap().contains("already used"), "{v}");
+        assert_eq!(prune_client_assertion_jtis(&db.app, chrono::Utc::now()).await.unwrap(), 0);
+        // Once the leeway has passed for the other one too, it goes.
+        let later = chrono::Utc::now() + chrono::Duration::seconds(JTI_KEEP_AFTER_EXPIRY_SECS);
+        assert_eq!(prune_client_assertion_jtis(&db.app, later).await.unwrap(), 1);
+    }
 }
 
 /// Wall 2: on PostgreSQL, a tenant transaction sees only its own clients even unfiltered.

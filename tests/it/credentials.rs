@@ -7,29 +7,16 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::test;
 use anshin_platform::Role;
-use anshin_tests::{both_backends, World};
-use serde_json::{json, Value};
-use webauthn_authenticator_rs::prelude::{
-    CreationChallengeResponse, RequestChallengeResponse, Url,
+use anshin_tests::{
+    both_backends, origin, problem, session_cookie, session_of, with_session, World,
 };
+use serde_json::{json, Value};
+use webauthn_authenticator_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse};
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::softtoken::SoftToken;
 use webauthn_authenticator_rs::{AuthenticatorBackend, WebauthnAuthenticator};
 
-const ORIGIN: &str = "http://localhost:8080";
 const GOOD_PASSWORD: &str = "桜並木の下で春を待つ2026";
-
-fn origin() -> Url {
-    Url::parse(ORIGIN).unwrap()
-}
-
-fn session_cookie<B>(res: &actix_web::dev::ServiceResponse<B>) -> Option<String> {
-    res.headers().get_all(header::SET_COOKIE).find_map(|v| {
-        let v = v.to_str().ok()?;
-        let rest = v.strip_prefix("anshin_session=")?;
-        Some(rest.split(';').next()?.to_string()).filter(|v| !v.is_empty())
-    })
-}
 
 fn admin(w: &World) -> String {
     format!("Bearer {}", w.token("alpha-clinic", Role::InstitutionAdmin))
@@ -56,21 +43,6 @@ fn post(uri: &str, body: Value) -> test::TestRequest {
     test::TestRequest::post().uri(uri).set_json(body)
 }
 
-fn with_session(req: test::TestRequest, s: &(String, String)) -> actix_http::Request {
-    req.insert_header(("cookie", format!("anshin_session={}", s.0)))
-        .insert_header(("x-csrf-token", s.1.clone()))
-        .to_request()
-}
-
-/// (cookie, csrf) of a sign-in or enrollment response.
-async fn session_of<B: actix_web::body::MessageBody>(
-    res: actix_web::dev::ServiceResponse<B>,
-) -> (String, String) {
-    let cookie = session_cookie(&res).expect("session cookie");
-    let v: Value = test::read_body_json(res).await;
-    (cookie, v["csrf_token"].as_str().unwrap().to_string())
-}
-
 fn register(token: &mut SoftToken, v: &Value) -> Value {
     let ccr: CreationChallengeResponse = serde_json::from_value(v["public_key"].clone()).unwrap();
     serde_json::to_value(
@@ -89,13 +61,6 @@ fn assert_with(token: &mut SoftToken, v: &Value) -> Value {
             .unwrap(),
     )
     .unwrap()
-}
-
-async fn problem<B: actix_web::body::MessageBody>(
-    res: actix_web::dev::ServiceResponse<B>,
-) -> (StatusCode, Value) {
-    let status = res.status();
-    (status, test::read_body_json(res).await)
 }
 
 both_backends! {

@@ -6,28 +6,13 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::test;
 use anshin_platform::Role;
-use anshin_tests::{both_backends, World};
+use anshin_tests::{both_backends, origin, session_cookie, World, ORIGIN};
 use serde_json::{json, Value};
 use webauthn_authenticator_rs::prelude::{
     CreationChallengeResponse, RequestChallengeResponse, Url,
 };
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
-
-const ORIGIN: &str = "http://localhost:8080";
-
-fn origin() -> Url {
-    Url::parse(ORIGIN).unwrap()
-}
-
-fn session_cookie<B>(res: &actix_web::dev::ServiceResponse<B>) -> Option<String> {
-    res.headers().get_all(header::SET_COOKIE).find_map(|v| {
-        let v = v.to_str().ok()?;
-        let rest = v.strip_prefix("anshin_session=")?;
-        let value = rest.split(';').next()?.to_string();
-        Some(value).filter(|v| !v.is_empty())
-    })
-}
 
 /// The invitation request of the admin token of `slug`.
 fn invite_req(w: &World, slug: &str, email: &str, role: &str) -> actix_http::Request {
@@ -363,6 +348,14 @@ both_backends! {
             "allowed_domains": ["midori.example.jp"], "default_role": "institution_staff", "jit_provisioning": false
         })))).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN, "changing sign-in settings is sensitive too");
+        // So is the identity policy (session lifetimes, when accounts are disabled); nothing changes.
+        let policy = json!({"idle_timeout_secs": 600, "stale_after_days": 60, "disable_after_days": 14});
+        let res = test::call_service(&app, with(test::TestRequest::put().uri("/api/v1/identity-policy").set_json(&policy))).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        let v: Value = test::read_body_json(res).await;
+        assert_eq!(v["type"], "urn:anshin:problem:step-up-required", "{v}");
+        let current: Value = test::call_and_read_body_json(&app, with(test::TestRequest::get().uri("/api/v1/identity-policy"))).await;
+        assert_eq!(current["default"], true, "{current}");
 
         // Step up with the passkey, then it works.
         let begin: Value = test::call_and_read_body_json(&app, with(test::TestRequest::post().uri("/api/v1/me/step-up/begin"))).await;
@@ -372,6 +365,11 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
         let res = test::call_service(&app, with(test::TestRequest::post().uri("/api/v1/break-glass"))).await;
         assert_eq!(res.status(), StatusCode::CREATED);
+        let res = test::call_service(&app, with(test::TestRequest::put().uri("/api/v1/identity-policy").set_json(&policy))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let v: Value = test::read_body_json(res).await;
+        assert_eq!(v["idle_timeout_secs"], 600);
+        assert_eq!(v["updated_by"], format!("user:{}", signed["user"]["id"].as_str().unwrap()));
         // Machine clients (API tokens) are not asked to step up.
         let admin_token = ("authorization", format!("Bearer {}", w.token("beta-clinic", Role::InstitutionAdmin)));
         let res = test::call_service(&app, test::TestRequest::post().uri("/api/v1/break-glass").insert_header(admin_token).to_request()).await;

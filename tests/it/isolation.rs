@@ -45,7 +45,27 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
             ("POST", "/api/v1/account-reviews/{id}/close") => json!({"force": true}),
             ("PATCH", "/api/v1/me/credentials/{id}") => json!({"name": "侵入テスト"}),
             ("DELETE", "/api/v1/me/credentials/{id}" | "/api/v1/accounts/{id}/password-lock")
-            | ("GET", "/api/v1/accounts/{id}/password") => Value::Null,
+            | ("GET", "/api/v1/accounts/{id}/password" | "/api/v1/accounts/{id}/password-resets") => {
+                Value::Null
+            }
+            ("POST", "/api/v1/accounts/{id}/password-resets") => {
+                json!({"method": "in_person_id_card", "note": "侵入テスト"})
+            }
+            // Audit events, proofs, alerts and channels named by an id of another tenant.
+            (
+                "GET",
+                "/api/v1/audit/events/{id}"
+                | "/api/v1/audit/events/{id}/proof"
+                | "/api/v1/audit/alerts/{id}"
+                | "/api/v1/audit/notification-channels/{id}/deliveries",
+            )
+            | ("DELETE", "/api/v1/audit/notification-channels/{id}") => Value::Null,
+            (
+                "POST",
+                "/api/v1/audit/alerts/{id}/acknowledge" | "/api/v1/audit/alerts/{id}/resolve",
+            ) => {
+                json!({"note": "侵入テスト"})
+            }
             _ => return None,
         };
         return Some(Probe::ForeignId(body));
@@ -118,6 +138,44 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
         ("PUT", "/api/v1/attestation-policy") => {
             Some(Probe::OwnTenant(json!({"mode": "any"}), &[200, 403]))
         }
+        // The audit trail: reads are scoped to the caller (tenant_id of another tenant is covered
+        // in tests/it/audit.rs); bodies naming a foreign tenant are not found.
+        (
+            "GET",
+            "/api/v1/audit/events"
+            | "/api/v1/audit/checkpoints"
+            | "/api/v1/audit/alerts"
+            | "/api/v1/audit/alert-rules"
+            | "/api/v1/audit/notification-channels",
+        ) => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
+        ("GET", "/api/v1/audit/export") => Some(Probe::OwnTenant(Value::Null, &[200, 403, 404])),
+        // Needs old and new tree sizes; tests/it/audit.rs covers it.
+        ("GET", "/api/v1/audit/consistency") => Some(Probe::OwnTenant(Value::Null, &[400, 403])),
+        ("GET", "/api/v1/audit/public-key") => Some(Probe::Public),
+        ("POST", "/api/v1/audit/events") => Some(Probe::OwnTenant(
+            json!({"events": [{"client_event_id": uuid::Uuid::new_v4().to_string(), "time": chrono::Utc::now().to_rfc3339(),
+                "action": "record.open", "actor": {"id": "probe"}, "target": {"type": "patient_record", "id": "P-1"}}]}),
+            &[202, 403],
+        )),
+        ("PUT", "/api/v1/audit/alert-rules") if uuid::Uuid::parse_str(foreign_ref).is_ok() => Some(
+            Probe::ForeignParent(json!({"tenant_id": foreign_ref, "overrides": []})),
+        ),
+        ("PUT", "/api/v1/audit/alert-rules") => {
+            Some(Probe::OwnTenant(json!({"overrides": []}), &[200, 403]))
+        }
+        ("POST", "/api/v1/audit/notification-channels")
+            if uuid::Uuid::parse_str(foreign_ref).is_ok() =>
+        {
+            Some(Probe::ForeignParent(
+                json!({"tenant_id": foreign_ref, "kind": "email", "name": "侵入テスト", "recipients": ["probe@example.jp"]}),
+            ))
+        }
+        ("POST", "/api/v1/audit/notification-channels") => Some(Probe::OwnTenant(
+            json!({"kind": "email", "name": "侵入テスト", "recipients": ["probe@example.jp"]}),
+            &[201, 403],
+        )),
+        // Takes only a reset link's token; tests/it/password_reset.rs covers it.
+        ("POST", "/api/v1/auth/password-reset") => Some(Probe::Public),
         ("POST", p) if p.starts_with("/api/v1/auth/") => Some(Probe::Public),
         _ => None,
     }

@@ -105,5 +105,19 @@ both_backends! {
             let res = test::call_service(&app, test::TestRequest::post().uri("/api/v1/maintenance-grants").insert_header(maint.clone()).set_json(&body).to_request()).await;
             assert_eq!(res.status(), want, "{body}");
         }
+
+        // The clinic's audit trail holds the request, the approval, every request made under the
+        // grant (with its route) and the refused use outside the window (10 ③④, 17.1).
+        db.state().audit.sealer().seal_all().await.unwrap();
+        let auditor = ("authorization", format!("Bearer {}", w.token("alpha-clinic", Role::Auditor)));
+        let trail: Value = test::call_and_read_body_json(&app, test::TestRequest::get().uri("/api/v1/audit/events?action=maintenance_grant.*&limit=500").insert_header(auditor).to_request()).await;
+        let items = trail["items"].as_array().unwrap();
+        let has = |action: &str, outcome: &str| items.iter().any(|e| e["action"] == action && e["outcome"] == outcome);
+        assert!(has("maintenance_grant.request", "success") && has("maintenance_grant.approve", "success"), "{trail}");
+        let access: Vec<&Value> = items.iter().filter(|e| e["action"] == "maintenance_grant.access" && e["outcome"] == "success").collect();
+        assert!(access.iter().any(|e| e["details"]["request"] == format!("GET /api/v1/tenants/{}", w.c1.id)), "{trail}");
+        assert!(access.iter().all(|e| e["actor"]["kind"] == "maintenance_grant" && e["actor"]["grant_id"].is_string()));
+        let denied = items.iter().find(|e| e["action"] == "maintenance_grant.access" && e["outcome"] == "denied").expect("the refused early use is on record");
+        assert_eq!(denied["details"]["outside_window"], true);
     }
 }

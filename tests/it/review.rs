@@ -7,60 +7,25 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::test;
-use anshin_identity::entity::{session, user, user_flag};
+use anshin_identity::entity::{session, user};
 use anshin_identity::jobs::{sweep_stale_accounts, StaleAccountSweep, STALE_ACCOUNT_SWEEP};
 use anshin_platform::db::{begin_platform_tx, begin_tenant_tx};
 use anshin_platform::jobs::{JobQueue, JobStatus, NewJob, Worker, WorkerOptions};
 use anshin_platform::Role;
-use anshin_tests::{both_backends, TestDb, World};
+use anshin_tests::{bearer, both_backends, enroll_passkey, origin, session_cookie, TestDb, World};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{json, Value};
 use uuid::Uuid;
-use webauthn_authenticator_rs::prelude::{
-    CreationChallengeResponse, RequestChallengeResponse, Url,
-};
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
-use webauthn_authenticator_rs::WebauthnAuthenticator;
-
-const ORIGIN: &str = "http://localhost:8080";
-
-fn origin() -> Url {
-    Url::parse(ORIGIN).unwrap()
-}
-
-fn session_cookie<B>(res: &actix_web::dev::ServiceResponse<B>) -> Option<String> {
-    res.headers().get_all(header::SET_COOKIE).find_map(|v| {
-        let v = v.to_str().ok()?;
-        let rest = v.strip_prefix("anshin_session=")?;
-        let value = rest.split(';').next()?.to_string();
-        Some(value).filter(|v| !v.is_empty())
-    })
-}
-
-fn bearer(w: &World, slug: &str, role: Role) -> (&'static str, String) {
-    ("authorization", format!("Bearer {}", w.token(slug, role)))
-}
+use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
 
 /// Invites `$email` as `$role` into the institution `$slug` (its admin token) and enrolls a soft
 /// passkey; yields (account id, session cookie, CSRF token, device).
 macro_rules! enroll {
     ($app:expr, $w:expr, $slug:expr, $email:expr, $role:expr) => {{
-        let inv: Value = test::call_and_read_body_json($app, test::TestRequest::post().uri("/api/v1/invitations")
-            .insert_header(bearer($w, $slug, Role::InstitutionAdmin))
-            .set_json(json!({"email": $email, "display_name": "テスト 太郎", "role": $role})).to_request()).await;
-        let token = inv["enrollment_url"].as_str().unwrap_or_else(|| panic!("not an invitation: {inv}")).split("#token=").nth(1).unwrap().to_string();
-        let begin: Value = test::call_and_read_body_json($app, test::TestRequest::post().uri("/api/v1/auth/enrollment/begin").set_json(json!({"token": token})).to_request()).await;
-        let ccr: CreationChallengeResponse = serde_json::from_value(begin["public_key"].clone()).unwrap();
-        let mut device = WebauthnAuthenticator::new(SoftPasskey::new(true));
-        let reg = device.do_registration(origin(), ccr).unwrap();
-        let res = test::call_service($app, test::TestRequest::post().uri("/api/v1/auth/enrollment/finish").set_json(json!({"ceremony_id": begin["ceremony_id"], "credential": reg})).to_request()).await;
-        assert_eq!(res.status(), StatusCode::CREATED, "enrollment of {}", $email);
-        let cookie = session_cookie(&res).unwrap();
-        let signed: Value = test::read_body_json(res).await;
-        let id: Uuid = signed["user"]["id"].as_str().unwrap().parse().unwrap();
-        (id, cookie, signed["csrf_token"].as_str().unwrap().to_string(), device)
+        let p = enroll_passkey($app, $w, $slug, &$email, $role).await;
+        (p.id, p.session.0, p.session.1, p.device)
     }};
 }
 
@@ -104,9 +69,9 @@ async fn last_sign_in(db: &TestDb, id: Uuid, at: DateTime<Utc>) {
     tx.commit().await.unwrap();
 }
 
-async fn account(db: &TestDb, id: Uuid) -> user_flag::Model {
+async fn account(db: &TestDb, id: Uuid) -> user::Model {
     let tx = begin_platform_tx(&db.app).await.unwrap();
-    let u = user_flag::Entity::find_by_id(id)
+    let u = user::Entity::find_by_id(id)
         .one(&tx)
         .await
         .unwrap()
@@ -490,8 +455,8 @@ both_backends! {
         // 31 days later (the clinic's default grace period is 30) — but "back" signs in first.
         {
             let tx = begin_platform_tx(&db.app).await.unwrap();
-            user_flag::Entity::update_many().col_expr(user_flag::Column::StaleFlaggedAt, Expr::value(Utc::now() - Duration::days(31)))
-                .filter(user_flag::Column::StaleFlaggedAt.is_not_null()).exec(&tx).await.unwrap();
+            user::Entity::update_many().col_expr(user::Column::StaleFlaggedAt, Expr::value(Utc::now() - Duration::days(31)))
+                .filter(user::Column::StaleFlaggedAt.is_not_null()).exec(&tx).await.unwrap();
             tx.commit().await.unwrap();
         }
         assert!(sign_in!(&app, "back@aoba.example.jp", back_dev).is_some());

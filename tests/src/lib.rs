@@ -394,3 +394,269 @@ pub fn wait_for_port(port: u16, secs: u64) -> bool {
     }
     false
 }
+
+// ---- Helpers shared by the identity tests --------------------------------------------------
+
+/// The public URL of the test apps: the only origin WebAuthn ceremonies accept.
+pub const ORIGIN: &str = "http://localhost:8080";
+
+/// [`ORIGIN`] as the URL a software authenticator signs for.
+pub fn origin() -> webauthn_authenticator_rs::prelude::Url {
+    webauthn_authenticator_rs::prelude::Url::parse(ORIGIN).unwrap()
+}
+
+/// The value of the session cookie a response sets, if any (not a removal).
+pub fn session_cookie<B>(res: &actix_web::dev::ServiceResponse<B>) -> Option<String> {
+    res.headers()
+        .get_all(actix_web::http::header::SET_COOKIE)
+        .find_map(|v| {
+            let v = v.to_str().ok()?;
+            let rest = v.strip_prefix("anshin_session=")?;
+            let value = rest.split(';').next()?.to_string();
+            Some(value).filter(|v| !v.is_empty())
+        })
+}
+
+/// The `authorization` header of the API token of (`slug`, `role`).
+pub fn bearer(w: &World, slug: &str, role: Role) -> (&'static str, String) {
+    ("authorization", format!("Bearer {}", w.token(slug, role)))
+}
+
+/// A signed-in browser session: (cookie value, CSRF token).
+pub type Session = (String, String);
+
+/// `req` sent with the session's cookie and CSRF token.
+pub fn with_session(req: actix_web::test::TestRequest, s: &Session) -> actix_http::Request {
+    req.insert_header(("cookie", format!("anshin_session={}", s.0)))
+        .insert_header(("x-csrf-token", s.1.clone()))
+        .to_request()
+}
+
+/// The session of a sign-in or enrollment response.
+pub async fn session_of<B: actix_web::body::MessageBody>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> Session {
+    let cookie = session_cookie(&res).expect("session cookie");
+    let v: serde_json::Value = actix_web::test::read_body_json(res).await;
+    (cookie, v["csrf_token"].as_str().unwrap().to_string())
+}
+
+/// Status and JSON body (a problem, usually) of a response.
+pub async fn problem<B: actix_web::body::MessageBody>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> (actix_web::http::StatusCode, serde_json::Value) {
+    let status = res.status();
+    (status, actix_web::test::read_body_json(res).await)
+}
+
+/// A person enrolled with a software passkey, signed in.
+pub struct Person {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub session: Session,
+    pub device: webauthn_authenticator_rs::WebauthnAuthenticator<
+        webauthn_authenticator_rs::softpasskey::SoftPasskey,
+    >,
+}
+
+/// Invites `email` as `role` into the tenant `slug` (with its admin's API token) and enrolls a
+/// fresh software passkey through the HTTP API.
+pub async fn enroll_passkey<S, B>(app: &S, w: &World, slug: &str, email: &str, role: &str) -> Person
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    use actix_web::test;
+    use serde_json::{json, Value};
+    let tenant = w
+        .all()
+        .into_iter()
+        .find(|t| t.slug == slug)
+        .expect("a tenant of the world");
+    let inviter = match tenant.kind {
+        TenantKind::Provider => Role::ProviderAdmin,
+        TenantKind::Institution => Role::InstitutionAdmin,
+    };
+    let inv: Value = test::call_and_read_body_json(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/invitations")
+            .insert_header(bearer(w, slug, inviter))
+            .set_json(json!({"email": email, "display_name": "試験 花子", "role": role}))
+            .to_request(),
+    )
+    .await;
+    let token = inv["enrollment_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an invitation: {inv}"))
+        .split("#token=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let begin: Value = test::call_and_read_body_json(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/auth/enrollment/begin")
+            .set_json(json!({"token": token}))
+            .to_request(),
+    )
+    .await;
+    let ccr: webauthn_authenticator_rs::prelude::CreationChallengeResponse =
+        serde_json::from_value(begin["public_key"].clone()).unwrap();
+    let mut device = webauthn_authenticator_rs::WebauthnAuthenticator::new(
+        webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true),
+    );
+    let reg = device.do_registration(origin(), ccr).unwrap();
+    let res = test::call_service(
+        app,
+        test::TestRequest::post()
+            .uri("/api/v1/auth/enrollment/finish")
+            .set_json(json!({"ceremony_id": begin["ceremony_id"], "credential": reg}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        actix_web::http::StatusCode::CREATED,
+        "enrollment of {email}"
+    );
+    let cookie = session_cookie(&res).expect("session cookie");
+    let signed: Value = test::read_body_json(res).await;
+    Person {
+        id: signed["user"]["id"].as_str().unwrap().parse().unwrap(),
+        email: email.to_string(),
+        session: (cookie, signed["csrf_token"].as_str().unwrap().to_string()),
+        device,
+    }
+}
+
+/// Confirms the person's session with their passkey (the step-up sensitive actions need).
+pub async fn step_up<S, B>(app: &S, p: &mut Person)
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    use actix_web::test;
+    use serde_json::{json, Value};
+    let begin: Value = test::call_and_read_body_json(
+        app,
+        with_session(
+            test::TestRequest::post().uri("/api/v1/me/step-up/begin"),
+            &p.session,
+        ),
+    )
+    .await;
+    let rcr: webauthn_authenticator_rs::prelude::RequestChallengeResponse =
+        serde_json::from_value(begin["public_key"].clone()).unwrap();
+    let proof = p.device.do_authentication(origin(), rcr).unwrap();
+    let res = test::call_service(
+        app,
+        with_session(
+            test::TestRequest::post()
+                .uri("/api/v1/me/step-up/finish")
+                .set_json(json!({"ceremony_id": begin["ceremony_id"], "credential": proof})),
+            &p.session,
+        ),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        actix_web::http::StatusCode::NO_CONTENT,
+        "step-up"
+    );
+}
+
+// ---- A real SMTP server (Python aiosmtpd) -------------------------------------------------
+
+/// The test SMTP server (`tests/python/smtp_receiver.py`); every message it receives is a JSON
+/// line in `mailbox`. Stopped when dropped.
+pub struct Smtp {
+    child: std::process::Child,
+    pub port: u16,
+    pub mailbox: PathBuf,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Smtp {
+    /// Starts the server on a free port, writing to `mailbox.jsonl` in the database's data
+    /// directory.
+    pub fn start(db: &TestDb) -> Self {
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        let python = root.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "the Python test peers are missing: run ./infra/test.sh (it creates .venv)"
+        );
+        std::fs::create_dir_all(&db.data_dir).unwrap();
+        let port = free_port();
+        let mailbox = db.data_dir.join("mailbox.jsonl");
+        let child = std::process::Command::new(python)
+            .arg(root.join("tests/python/smtp_receiver.py"))
+            .arg(port.to_string())
+            .arg(&mailbox)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let smtp = Self {
+            child,
+            port,
+            mailbox,
+        };
+        assert!(wait_for_port(port, 30), "aiosmtpd did not start");
+        smtp
+    }
+
+    /// The messages received so far, oldest first.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.mailbox)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (yielding to the runtime, so mail sent in the background goes out) until at least
+    /// `n` messages arrived, for at most `secs` seconds; returns what arrived.
+    pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let got = self.messages();
+            if got.len() >= n || std::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// An identity service on the test database that sends its mail to `smtp`.
+pub fn identity_with_smtp(db: &TestDb, smtp: &Smtp) -> anshin_identity::IdentityService {
+    let mut cfg = db.config.identity.clone();
+    cfg.smtp_url = Some(anshin_platform::secret::Secret::new(format!(
+        "smtp://127.0.0.1:{}",
+        smtp.port
+    )));
+    cfg.mail_from = "Anshin <no-reply@anshin.example.jp>".into();
+    anshin_identity::IdentityService::new(
+        db.app.clone(),
+        ORIGIN,
+        cfg,
+        anshin_server::app::secret_box(&db.config).unwrap(),
+    )
+    .unwrap()
+}

@@ -180,6 +180,10 @@
     location.assign("/signin");
   }
 
+  // Shared with the administration pages' script (admin.js): the JSON call that carries the
+  // session's CSRF token, and the fresh passkey confirmation sensitive actions need.
+  window.AnshinWebAuthn = Object.freeze({ call, confirmPresence });
+
   const actions = {
     enroll,
     "sign-in": signIn,

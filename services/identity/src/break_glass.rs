@@ -2,9 +2,15 @@
 //! tenant. Using it needs a stated reason, gives a short session marked as an emergency, and
 //! raises an alert in the same transaction; the code is dead after one use until an admin issues
 //! a new one, so any use outside an emergency is visible.
+//!
+//! Besides the alert job (log and signed webhook), every active administrator of the tenant is
+//! mailed at once when a mail server is configured. The mail goes out in the background after
+//! the use committed: a slow or failing mail server never delays or blocks the emergency
+//! session; failures are logged.
 
 use crate::entity::{break_glass, user};
 use crate::error::IdentityError;
+use crate::mail::BreakGlassNotice;
 use crate::secrets::{random_token, sha256_hex};
 use crate::service::{ClientMeta, IdentityService, NewSession};
 use anshin_platform::db::{begin_platform_write_tx, tenant_reader};
@@ -21,6 +27,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub const ALERT_JOB: &str = "identity.break_glass_alert";
+
+/// How long one alert mail may take before it is given up (and logged).
+const ALERT_MAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A new emergency code. `code` is the only copy: print it, seal it, store it safely.
 #[derive(Debug)]
@@ -109,6 +118,7 @@ impl IdentityService {
                     status: Set("active".into()),
                     created_at: Set(now),
                     last_sign_in_at: Set(None),
+                    stale_flagged_at: Set(None),
                 }
                 .insert(&tx)
                 .await?
@@ -133,6 +143,18 @@ impl IdentityService {
             used_from: Set(None),
         }
         .insert(&tx)
+        .await?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                "break_glass.issue",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("break_glass", m.id))
+            .detail("account_id", account.id),
+        )
         .await?;
         tx.commit().await?;
         tracing::info!(tenant = %actor.tenant_id, "break-glass code issued");
@@ -186,13 +208,28 @@ impl IdentityService {
             .map_err(|e| IdentityError::Setup(e.to_string()))?
             .ok_or_else(refused)?;
         let now = Utc::now();
+        // A refused attempt is evidence too (11 ①: use outside an emergency must be detectable).
+        let refused_attempt = |why: &'static str| {
+            crate::audit::AuditEvent::new(
+                tenant.id,
+                crate::audit::Actor::anonymous(None),
+                "break_glass.use",
+                crate::audit::Outcome::Failure,
+            )
+            .reason(why)
+            .detail("stated_reason", reason)
+        };
         let tx = begin_platform_write_tx(self.db()).await?;
-        let cred = break_glass::Entity::find()
+        let Some(cred) = break_glass::Entity::find()
             .filter(break_glass::Column::CodeHash.eq(sha256_hex(code.trim())))
             .filter(break_glass::Column::TenantId.eq(tenant.id))
             .one(&tx)
             .await?
-            .ok_or_else(refused)?;
+        else {
+            drop(tx);
+            crate::audit::record_now(self.db(), refused_attempt("unknown emergency code")).await;
+            return Err(refused());
+        };
         let used = break_glass::Entity::update_many()
             .col_expr(break_glass::Column::Status, Expr::value("used"))
             .col_expr(break_glass::Column::UsedAt, Expr::value(now))
@@ -209,17 +246,45 @@ impl IdentityService {
             .exec(&tx)
             .await?;
         if used.rows_affected != 1 {
+            drop(tx);
+            crate::audit::record_now(
+                self.db(),
+                refused_attempt("the emergency code was already used or retired")
+                    .target(crate::audit::Target::new("break_glass", cred.id)),
+            )
+            .await;
             return Err(refused());
         }
         let account = user::Entity::find_by_id(cred.user_id)
             .one(&tx)
             .await?
             .ok_or_else(refused)?;
+        // Every active administrator of the tenant, not the emergency account itself.
+        let recipients: Vec<(String, String)> = user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.id))
+            .filter(user::Column::Role.eq(admin_role(tenant.kind).as_str()))
+            .filter(user::Column::Status.eq("active"))
+            .all(&tx)
+            .await?
+            .into_iter()
+            .filter(|u| u.id != account.id && !crate::inventory::is_break_glass_email(&u.email))
+            .map(|u| (u.email, u.display_name))
+            .collect();
         let minutes = self.config().break_glass_session_minutes.max(1) as i64;
         let source_ip = meta.source_ip.clone();
+        let user_agent = meta.user_agent.clone();
         let session = self
             .create_session_limited(&tx, &account, "break_glass", meta, minutes * 60)
             .await?;
+        let notice = BreakGlassNotice {
+            organisation: tenant.name.clone(),
+            account: account.display_name.clone(),
+            used_at: now,
+            reason: reason.to_string(),
+            session_expires_at: session.absolute_expires_at,
+            source_ip: source_ip.clone(),
+            user_agent,
+        };
         let alert = BreakGlassAlert {
             event: "break_glass.used".into(),
             tenant_id: tenant.id,
@@ -239,9 +304,78 @@ impl IdentityService {
         )
         .await
         .map_err(|e| IdentityError::Setup(e.to_string()))?;
+        let mut actor = crate::audit::user_actor(&account).with_session(session.session_id);
+        actor.kind = anshin_audit::ActorKind::BreakGlass;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                tenant.id,
+                actor,
+                "break_glass.use",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("break_glass", cred.id))
+            .reason(reason)
+            .detail("session_id", session.session_id)
+            .detail("session_expires_at", session.absolute_expires_at)
+            .detail("admins_notified", recipients.len()),
+        )
+        .await?;
         tx.commit().await?;
         tracing::warn!(tenant = %tenant.id, credential = %cred.id, "break-glass code used; emergency session granted and alert queued");
+        self.mail_break_glass_alert(tenant.id, recipients, notice);
         Ok(session)
+    }
+
+    /// Mails the alert to each recipient (email, name) in the background. Failures are logged,
+    /// never returned: the emergency session stands whatever the mail server does.
+    fn mail_break_glass_alert(
+        &self,
+        tenant_id: Uuid,
+        recipients: Vec<(String, String)>,
+        notice: BreakGlassNotice,
+    ) {
+        let Some(mailer) = self.mailer().cloned() else {
+            tracing::info!(tenant = %tenant_id, "no mail server configured: the break-glass alert goes to the log and the webhook only");
+            return;
+        };
+        if recipients.is_empty() {
+            tracing::warn!(tenant = %tenant_id, "the tenant has no active administrator to mail the break-glass alert to");
+            return;
+        }
+        let send = async move {
+            let total = recipients.len();
+            let mut failed = 0usize;
+            for (email, name) in &recipients {
+                let sent = tokio::time::timeout(
+                    ALERT_MAIL_TIMEOUT,
+                    mailer.send_break_glass_alert(email, name, &notice),
+                )
+                .await;
+                let error = match sent {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!(
+                        "no answer from the mail server within {} seconds",
+                        ALERT_MAIL_TIMEOUT.as_secs()
+                    ),
+                };
+                failed += 1;
+                tracing::error!(tenant = %tenant_id, %error, "a break-glass alert mail to an administrator was not sent");
+            }
+            if failed == 0 {
+                tracing::info!(tenant = %tenant_id, mailed = total, "break-glass alert mailed to the administrators");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(send);
+            }
+            // Not inside a runtime cannot happen from an async caller; still, never panic.
+            Err(_) => {
+                tracing::error!(tenant = %tenant_id, "no async runtime to send the break-glass alert mail")
+            }
+        }
     }
 }
 

@@ -1,9 +1,13 @@
 //! HTTP routes for security keys with passwords, a person's own credentials, password changes,
-//! the password lock an administrator sees, and the tenant's attestation policy.
+//! the password lock an administrator sees, password resets after identity verification, and
+//! the tenant's attestation policy.
 
 use crate::credentials::{
     AttestationMode, AttestationPolicy, AttestationPolicyView, AttestedModel, CredentialInfo,
     CredentialKind, MyCredentials, PasswordStatus,
+};
+use crate::password_reset::{
+    IssuedPasswordReset, PasswordResetRequest, PasswordResetView, VerificationMethod,
 };
 use crate::routes::{
     meta, signed_in, to_json, CeremonyStart, CookiePolicy, SignInFinish, SignedIn,
@@ -12,7 +16,7 @@ use crate::service::IdentityService;
 use actix_web::{web, HttpRequest, HttpResponse};
 use anshin_platform::error::{Problem, ProblemBody};
 use anshin_platform::http::Authenticated;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 use webauthn_rs::prelude::RegisterPublicKeyCredential;
@@ -21,10 +25,13 @@ use webauthn_rs::prelude::RegisterPublicKeyCredential;
 #[openapi(
     paths(password_sign_in_begin, password_sign_in_finish, my_credentials, rename_credential,
         remove_credential, add_credential_begin, add_credential_finish, change_password,
-        get_attestation_policy, put_attestation_policy, password_status, unlock_password),
+        get_attestation_policy, put_attestation_policy, password_status, unlock_password,
+        reset_password, list_password_resets, complete_password_reset),
     components(schemas(PasswordSignIn, CredentialInfo, MyCredentials, RenameCredential,
         AddCredential, AddCredentialFinish, NewPassword, AttestationPolicy, AttestationPolicyView,
-        AttestedModel, AttestationMode, CredentialKind, PasswordStatus)),
+        AttestedModel, AttestationMode, CredentialKind, PasswordStatus, PasswordResetRequest,
+        VerificationMethod, PasswordResetView, IssuedPasswordReset, PasswordResetList,
+        CompletePasswordReset)),
     tags((name = "identity", description = "Two-factor sign-in with passkeys, invitations and sessions"))
 )]
 pub struct CredentialsApi;
@@ -71,6 +78,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/api/v1/accounts/{id}/password-lock",
         web::delete().to(unlock_password),
+    )
+    .route(
+        "/api/v1/accounts/{id}/password-resets",
+        web::post().to(reset_password),
+    )
+    .route(
+        "/api/v1/accounts/{id}/password-resets",
+        web::get().to(list_password_resets),
+    )
+    .route(
+        "/api/v1/auth/password-reset",
+        web::post().to(complete_password_reset),
     );
 }
 
@@ -269,4 +288,65 @@ pub async fn unlock_password(
     id: web::Path<Uuid>,
 ) -> Result<web::Json<PasswordStatus>, Problem> {
     Ok(web::Json(svc.unlock_password(&p, id.into_inner()).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordResetList {
+    pub items: Vec<PasswordResetView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletePasswordReset {
+    /// The token from the reset link (`/password-reset#token=…`).
+    pub token: String,
+    pub new_password: String,
+}
+
+/// Resets an account's password after the admin verified the person's identity (guideline
+/// 14 ⑥): records how (method, note) and by whom, makes the current password unusable, ends the
+/// account's sessions and issues a single-use link (mailed to the person, or shown here once).
+/// The admin never sets the password. A signed-in admin with a fresh passkey step-up only.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/password-resets", tag = "identity", params(("id" = Uuid, Path, description = "Account id")), request_body = PasswordResetRequest,
+    responses((status = 201, body = IssuedPasswordReset), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody), (status = 503, body = ProblemBody)), security(("session" = [])))]
+pub async fn reset_password(
+    Authenticated(p): Authenticated,
+    svc: web::Data<IdentityService>,
+    id: web::Path<Uuid>,
+    body: web::Json<PasswordResetRequest>,
+) -> Result<HttpResponse, Problem> {
+    let issued = svc
+        .reset_password(&p, id.into_inner(), body.into_inner())
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(issued))
+}
+
+/// The recorded password resets of an account, newest first: how and by whom the identity was
+/// verified, and whether the link was used (admins and auditors).
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/password-resets", tag = "identity", params(("id" = Uuid, Path, description = "Account id")),
+    responses((status = 200, body = PasswordResetList), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)), security(("bearer" = []), ("session" = [])))]
+pub async fn list_password_resets(
+    Authenticated(p): Authenticated,
+    svc: web::Data<IdentityService>,
+    id: web::Path<Uuid>,
+) -> Result<web::Json<PasswordResetList>, Problem> {
+    Ok(web::Json(PasswordResetList {
+        items: svc.password_resets(&p, id.into_inner()).await?,
+    }))
+}
+
+/// Sets a new password with the token of a reset link (once, before it expires). The password
+/// rules apply (422). Afterwards sign in as usual with the password and the security key.
+#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "identity", request_body = CompletePasswordReset,
+    responses((status = 204), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody), (status = 429, body = ProblemBody)))]
+pub async fn complete_password_reset(
+    svc: web::Data<IdentityService>,
+    body: web::Json<CompletePasswordReset>,
+) -> Result<HttpResponse, Problem> {
+    let b = body.into_inner();
+    svc.complete_password_reset(&b.token, &b.new_password)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

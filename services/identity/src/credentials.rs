@@ -3,6 +3,7 @@
 //! refused, the password lock an administrator sees and lifts, and the per-tenant attestation
 //! policy that can restrict registration to hospital-issued key models.
 
+use crate::audit::{Actor, AuditEvent, Outcome, Target};
 use crate::entity::{attestation_policy, credential, password_credential, password_history, user};
 use crate::error::IdentityError;
 use crate::service::{
@@ -25,8 +26,8 @@ use webauthn_rs::prelude::{
     SecurityKeyRegistration,
 };
 
-/// How fresh the passkey confirmation must be for credential and policy changes.
-const STEP_UP_WINDOW_MINUTES: i64 = 5;
+/// How fresh the passkey confirmation must be for credential, password and policy changes.
+pub(crate) const STEP_UP_WINDOW_MINUTES: i64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -80,6 +81,7 @@ pub struct CredentialInfo {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MyCredentials {
     pub items: Vec<CredentialInfo>,
+    /// True when the person has a password that signs in (not one an administrator reset).
     pub has_password: bool,
     pub password_changed_at: Option<DateTime<Utc>>,
 }
@@ -92,6 +94,9 @@ pub struct PasswordStatus {
     pub failed_count: i32,
     pub last_failed_at: Option<DateTime<Utc>>,
     pub locked_until: Option<DateTime<Utc>>,
+    /// Set while an administrator's reset is pending: the password no longer signs in until the
+    /// person sets a new one with the reset link.
+    pub invalidated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
@@ -115,6 +120,7 @@ pub(crate) async fn store_password(
             am.changed_at = Set(now);
             am.failed_count = Set(0);
             am.locked_until = Set(None);
+            am.invalidated_at = Set(None);
             am.update(c).await?;
         }
         None => {
@@ -126,6 +132,7 @@ pub(crate) async fn store_password(
                 failed_count: Set(0),
                 last_failed_at: Set(None),
                 locked_until: Set(None),
+                invalidated_at: Set(None),
             }
             .insert(c)
             .await?;
@@ -186,7 +193,7 @@ fn validate_policy(p: &AttestationPolicy) -> Result<Option<AttestationCaList>, I
     }
 }
 
-fn require_admin(p: &Principal, what: &str) -> Result<(), IdentityError> {
+pub(crate) fn require_admin(p: &Principal, what: &str) -> Result<(), IdentityError> {
     if p.grant.is_some() || !matches!(p.role, Role::ProviderAdmin | Role::InstitutionAdmin) {
         return Err(IdentityError::Forbidden(format!(
             "the role {} may not {what}",
@@ -297,6 +304,19 @@ impl IdentityService {
         } else {
             am.insert(&tx).await?;
         }
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                p.tenant_id,
+                Actor::from_principal(p),
+                "attestation_policy.update",
+                Outcome::Success,
+            )
+            .target(Target::new("tenant", p.tenant_id))
+            .detail("mode", mode)
+            .detail("models", policy.models.len()),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(tenant = %p.tenant_id, mode, "attestation policy changed");
         self.attestation_policy(p.tenant_id).await
@@ -385,12 +405,41 @@ impl IdentityService {
             None => None,
         };
         tx.commit().await?;
+        // A password an administrator reset answers like a wrong one until the person sets a
+        // new one with the reset link.
+        let pw = pw.filter(|p| p.invalidated_at.is_none());
         let (Some(u), Some(pw)) = (u, pw) else {
             crate::password::verify_dummy(password).await?;
+            crate::audit::record_now(
+                self.db(),
+                AuditEvent::new(
+                    crate::audit::NO_TENANT,
+                    Actor::anonymous(Some(&email)),
+                    "auth.sign_in",
+                    Outcome::Failure,
+                )
+                .reason("unknown address or no usable password")
+                .detail("method", "security_key+password"),
+            )
+            .await;
             return Err(IdentityError::SignIn(WRONG_PASSWORD.into()));
         };
         let now = Utc::now();
         if let Some(until) = pw.locked_until.filter(|t| *t > now) {
+            crate::audit::record_now(
+                self.db(),
+                AuditEvent::new(
+                    u.tenant_id,
+                    Actor::anonymous(Some(&u.email)),
+                    "auth.sign_in",
+                    Outcome::Denied,
+                )
+                .target(Target::new("user", u.id))
+                .reason("password locked")
+                .detail("method", "security_key+password")
+                .detail("locked_until", until),
+            )
+            .await;
             return Err(IdentityError::Locked {
                 detail: "the password is locked after repeated wrong attempts; try again later or ask your administrator to unlock it".into(),
                 retry_after_secs: (until - now).num_seconds().max(1),
@@ -412,7 +461,31 @@ impl IdentityService {
                 now,
             ));
         }
+        let locked = !ok
+            && crate::password::lock_after(
+                pw.failed_count.saturating_add(1).max(0) as u32,
+                self.config().password_lockout_threshold,
+                now,
+            )
+            .is_some();
         am.update(&tx).await?;
+        if !ok {
+            crate::audit::record(
+                &tx,
+                AuditEvent::new(
+                    u.tenant_id,
+                    Actor::anonymous(Some(&u.email)),
+                    "auth.sign_in",
+                    Outcome::Failure,
+                )
+                .target(Target::new("user", u.id))
+                .reason("wrong password")
+                .detail("method", "security_key+password")
+                .detail("failed_count", pw.failed_count.saturating_add(1))
+                .detail("locked", locked),
+            )
+            .await?;
+        }
         tx.commit().await?;
         if !ok {
             tracing::info!(user = %u.id, "wrong password");
@@ -459,6 +532,14 @@ impl IdentityService {
             .verify_assertion(ceremony_id, CEREMONY_PASSWORD_SIGN_IN, response)
             .await?;
         let tx = begin_platform_tx(self.db()).await?;
+        // The password checked at the start may have been reset since.
+        let usable = password_credential::Entity::find_by_id(u.id)
+            .one(&tx)
+            .await?
+            .is_some_and(|p| p.invalidated_at.is_none());
+        if !usable {
+            return Err(IdentityError::SignIn(WRONG_PASSWORD.into()));
+        }
         let s = self
             .create_session(&tx, &u, "security_key+password", meta)
             .await?;
@@ -485,7 +566,7 @@ impl IdentityService {
         r.finish().await?;
         Ok(MyCredentials {
             items: rows.into_iter().map(info).collect(),
-            has_password: pw.is_some(),
+            has_password: pw.as_ref().is_some_and(|p| p.invalidated_at.is_none()),
             password_changed_at: pw.map(|p| p.changed_at),
         })
     }
@@ -508,6 +589,18 @@ impl IdentityService {
         let mut am: credential::ActiveModel = row.into();
         am.name = Set(name);
         let m = am.update(&tx).await?;
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                p.tenant_id,
+                Actor::from_principal(p),
+                "credential.rename",
+                Outcome::Success,
+            )
+            .target(Target::new("credential", m.id))
+            .detail("name", &m.name),
+        )
+        .await?;
         tx.commit().await?;
         Ok(info(m))
     }
@@ -544,6 +637,20 @@ impl IdentityService {
             ));
         }
         credential::Entity::delete_by_id(id).exec(&tx).await?;
+        let removed = rows.iter().find(|r| r.id == id);
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                p.tenant_id,
+                Actor::from_principal(p),
+                "credential.remove",
+                Outcome::Success,
+            )
+            .target(Target::new("credential", id))
+            .detail("kind", removed.map(|r| r.kind.clone()))
+            .detail("name", removed.map(|r| r.name.clone())),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(user = %uid, credential = %id, "credential removed");
         Ok(())
@@ -657,9 +764,24 @@ impl IdentityService {
         let m = self
             .store_credential(&tx, &u, &auth, name.as_deref().unwrap_or(""))
             .await?;
+        let with_password = password_hash.is_some();
         if let Some(hash) = password_hash {
             store_password(&tx, &u, &hash, Utc::now()).await?;
         }
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                p.tenant_id,
+                Actor::from_principal(p),
+                "credential.add",
+                Outcome::Success,
+            )
+            .target(Target::new("credential", m.id))
+            .detail("kind", &m.kind)
+            .detail("name", &m.name)
+            .detail("password_set", with_password),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(user = %uid, credential = %m.id, kind = %m.kind, "credential added");
         Ok(info(m))
@@ -667,7 +789,11 @@ impl IdentityService {
 
     // ---- Passwords ----------------------------------------------------------------------
 
-    async fn refuse_reuse(&self, user_id: Uuid, password: &str) -> Result<(), IdentityError> {
+    pub(crate) async fn refuse_reuse(
+        &self,
+        user_id: Uuid,
+        password: &str,
+    ) -> Result<(), IdentityError> {
         let n = self.config().password_history as u64;
         if n == 0 {
             return Ok(());
@@ -717,6 +843,17 @@ impl IdentityService {
         let hash = crate::password::hash(new_password).await?;
         let tx = begin_tenant_write_tx(self.db(), p.tenant_id).await?;
         store_password(&tx, &u, &hash, Utc::now()).await?;
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                p.tenant_id,
+                Actor::from_principal(p),
+                "password.change",
+                Outcome::Success,
+            )
+            .target(Target::new("user", u.id)),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(user = %uid, "password changed");
         Ok(())
@@ -757,6 +894,7 @@ impl IdentityService {
                 failed_count: 0,
                 last_failed_at: None,
                 locked_until: None,
+                invalidated_at: None,
             },
             Some(pw) => PasswordStatus {
                 has_password: true,
@@ -764,6 +902,7 @@ impl IdentityService {
                 failed_count: pw.failed_count,
                 last_failed_at: pw.last_failed_at,
                 locked_until: pw.locked_until.filter(|t| *t > Utc::now()),
+                invalidated_at: pw.invalidated_at,
             },
         })
     }
@@ -789,6 +928,17 @@ impl IdentityService {
         am.failed_count = Set(0);
         am.locked_until = Set(None);
         am.update(&tx).await?;
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                p.tenant_id,
+                Actor::from_principal(p),
+                "password.unlock",
+                Outcome::Success,
+            )
+            .target(Target::new("user", u.id)),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(user = %user_id, by = %p.subject.label(), "password lock lifted");
         self.password_status(p, user_id).await

@@ -148,6 +148,23 @@ impl IdentityService {
         }
         .insert(&tx)
         .await?;
+        // In the institution's trail, which is where its admin decides and inspectors look.
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                inst.id,
+                crate::audit::Actor::from_principal(actor),
+                "maintenance_grant.request",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("maintenance_grant", g.id))
+            .detail("work_plan_ref", &g.work_plan_ref)
+            .detail("scope", &g.scope)
+            .detail("starts_at", g.starts_at)
+            .detail("ends_at", g.ends_at)
+            .detail("incident", g.incident),
+        )
+        .await?;
         tx.commit().await?;
         if r.incident {
             tracing::warn!(grant = %g.id, institution = %inst.id, "maintenance grant opened for a declared incident; awaiting the institution's approval");
@@ -219,6 +236,25 @@ impl IdentityService {
         am.decided_at = Set(Some(Utc::now()));
         am.decision_note = Set(note);
         let g = am.update(&tx).await?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                if d.approve {
+                    "maintenance_grant.approve"
+                } else {
+                    "maintenance_grant.reject"
+                },
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("maintenance_grant", g.id))
+            .detail("maintainer", &g.maintainer)
+            .detail("work_plan_ref", &g.work_plan_ref)
+            .detail("after_the_fact", g.incident)
+            .detail("note", &g.decision_note),
+        )
+        .await?;
         tx.commit().await?;
         Ok(GrantView::from_model(g))
     }
@@ -242,18 +278,48 @@ impl IdentityService {
             .map_err(Problem::from)?;
         tx.commit().await.map_err(Problem::from)?;
         let g = g.ok_or_else(refused)?;
-        if g.tenant_id != p.tenant_id
-            || g.maintainer != p.subject.label()
-            || !usable(&g, Utc::now())
-        {
+        if g.tenant_id != p.tenant_id || g.maintainer != p.subject.label() {
             return Err(refused());
         }
-        Ok(Principal {
+        if !usable(&g, Utc::now()) {
+            // A maintainer's own grant used outside its window or before approval: 10 ③ says
+            // refuse it, 17.1 says notice it.
+            let now = Utc::now();
+            crate::audit::record_now(
+                self.db(),
+                crate::audit::AuditEvent::new(
+                    g.institution_id,
+                    crate::audit::Actor::from_principal(&p),
+                    "maintenance_grant.access",
+                    crate::audit::Outcome::Denied,
+                )
+                .target(crate::audit::Target::new("maintenance_grant", g.id))
+                .reason(format!("grant {} at {}", g.status, now.to_rfc3339()))
+                .detail("grant_id", g.id)
+                .detail("outside_window", now < g.starts_at || now >= g.ends_at)
+                .detail("status", &g.status),
+            )
+            .await;
+            return Err(refused());
+        }
+        let acting = Principal {
             subject: p.subject,
             tenant_id: g.institution_id,
             tenant_kind: TenantKind::Institution,
             role: Role::ProviderMaintainer,
             grant: Some(g.id),
-        })
+        };
+        // 10 ④: every request under a grant is on record, so the remote-maintenance log can be
+        // checked against the work plan.
+        crate::audit::record_now(
+            self.db(),
+            crate::audit::AuditEvent::new(g.institution_id, crate::audit::Actor::from_principal(&acting), "maintenance_grant.access", crate::audit::Outcome::Success)
+                .target(crate::audit::Target::new("maintenance_grant", g.id))
+                .detail("work_plan_ref", &g.work_plan_ref)
+                .detail("scope", &g.scope)
+                .detail("request", anshin_platform::http::current_client().and_then(|c| c.route)),
+        )
+        .await;
+        Ok(acting)
     }
 }

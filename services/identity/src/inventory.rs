@@ -2,7 +2,7 @@
 //! creation and last sign-in, and the admin's levers: disable or re-enable an account, end all of
 //! its sessions.
 
-use crate::entity::{credential, federated_identity, session, user, user_flag};
+use crate::entity::{credential, federated_identity, session, user};
 use crate::error::IdentityError;
 use anshin_platform::db::{begin_tenant_write_tx, tenant_reader};
 use anshin_platform::{Principal, Role};
@@ -99,16 +99,6 @@ impl IdentityService {
             .filter(session::Column::EndedAt.is_null())
             .all(&r)
             .await?;
-        let flags: HashMap<Uuid, DateTime<Utc>> = user_flag::Entity::find()
-            .filter(user_flag::Column::TenantId.eq(actor.tenant_id))
-            .filter(user_flag::Column::StaleFlaggedAt.is_not_null())
-            .all(&r)
-            .await?
-            .into_iter()
-            .filter_map(|u| {
-                effective_flag(u.last_sign_in_at, u.stale_flagged_at).map(|f| (u.id, f))
-            })
-            .collect();
         r.finish().await?;
         let now = Utc::now();
         let mut passkeys: HashMap<Uuid, u32> = HashMap::new();
@@ -129,7 +119,7 @@ impl IdentityService {
                 federated: feds.iter().any(|f| f.user_id == u.id),
                 open_sessions: open.get(&u.id).copied().unwrap_or(0),
                 break_glass: is_break_glass_email(&u.email),
-                stale_since: flags.get(&u.id).copied(),
+                stale_since: effective_flag(u.last_sign_in_at, u.stale_flagged_at),
                 role: Role::parse(&u.role).unwrap_or(Role::Auditor),
                 id: u.id,
                 email: u.email,
@@ -164,23 +154,32 @@ impl IdentityService {
         let u = account_in(&tx, actor.tenant_id, user_id).await?;
         // Scope first (404 outside the tenant), then role (403), as everywhere.
         require_admin(actor)?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                if change.status == "disabled" {
+                    "account.disable"
+                } else {
+                    "account.enable"
+                },
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("user", u.id))
+            .detail("email", &u.email)
+            .detail("status_before", &u.status),
+        )
+        .await?;
         if change.status == "disabled" {
             disable_in(&tx, actor.tenant_id, u.id, "account_disabled").await?;
         } else {
             let mut am: user::ActiveModel = u.into();
             am.status = Set(change.status);
-            am.update(&tx).await?;
             // Re-enabled: the stale flag starts over, giving the person a full
             // `disable_after_days` to sign in before the sweep disables the account again.
-            user_flag::Entity::update_many()
-                .col_expr(
-                    user_flag::Column::StaleFlaggedAt,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                )
-                .filter(user_flag::Column::Id.eq(user_id))
-                .filter(user_flag::Column::TenantId.eq(actor.tenant_id))
-                .exec(&tx)
-                .await?;
+            am.stale_flagged_at = Set(None);
+            am.update(&tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -196,6 +195,19 @@ impl IdentityService {
         account_in(&tx, actor.tenant_id, user_id).await?;
         require_admin(actor)?;
         let n = end_all(&tx, actor.tenant_id, user_id, "ended_by_admin").await?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                "session.end_all",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("user", user_id))
+            .reason("ended_by_admin")
+            .detail("count", n),
+        )
+        .await?;
         tx.commit().await?;
         Ok(n)
     }

@@ -7,8 +7,13 @@
 //! (`ended_reason` `stale_account`). A sign-in after the flag lifts it at once (the flag only
 //! holds while `last_sign_in_at <= stale_flagged_at`); the sweep then clears the column.
 //! Break-glass accounts are meant to stay unused and are never flagged.
+//!
+//! The same hourly job prunes the used `jti`s of client assertions (`client_assertion_jtis`)
+//! once their assertions have expired: an expired assertion is refused on its own, so its `jti`
+//! no longer needs remembering.
 
-use crate::entity::{break_glass, user_flag};
+use crate::clients::token::ASSERTION_LEEWAY_SECS;
+use crate::entity::{break_glass, client_assertion_jti, user};
 use crate::error::IdentityError;
 use crate::inventory::{disable_in, effective_flag};
 use crate::policy::{self, PolicySettings};
@@ -25,6 +30,10 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 pub const STALE_ACCOUNT_SWEEP: &str = "identity.stale_account_sweep";
+
+/// How long a used client-assertion `jti` is kept after the assertion's `exp`: the leeway the
+/// token endpoint allows on `exp`, and a minute more for clocks.
+pub const JTI_KEEP_AFTER_EXPIRY_SECS: i64 = ASSERTION_LEEWAY_SECS + 60;
 
 /// Rows per `IN (…)` list in bulk updates.
 const ID_CHUNK: usize = 500;
@@ -101,11 +110,11 @@ pub async fn sweep_stale_accounts(
     now: DateTime<Utc>,
 ) -> Result<SweepReport, IdentityError> {
     let tx = begin_platform_tx(db).await?;
-    let tenants: Vec<Uuid> = user_flag::Entity::find()
+    let tenants: Vec<Uuid> = user::Entity::find()
         .select_only()
-        .column(user_flag::Column::TenantId)
+        .column(user::Column::TenantId)
         .distinct()
-        .filter(user_flag::Column::Status.eq("active"))
+        .filter(user::Column::Status.eq("active"))
         .into_tuple()
         .all(&tx)
         .await?;
@@ -146,9 +155,9 @@ async fn sweep_tenant(
         .await?
         .into_iter()
         .collect();
-    let accounts = user_flag::Entity::find()
-        .filter(user_flag::Column::TenantId.eq(tenant_id))
-        .filter(user_flag::Column::Status.eq("active"))
+    let accounts = user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant_id))
+        .filter(user::Column::Status.eq("active"))
         .all(&tx)
         .await?;
     let (mut flag, mut clear, mut disable) = (Vec::new(), Vec::new(), Vec::new());
@@ -172,6 +181,27 @@ async fn sweep_tenant(
         r.sessions_ended += disable_in(&tx, tenant_id, *id, "stale_account").await?;
         r.disabled += 1;
     }
+    let sweep = crate::audit::Actor::system("identity.stale_account_sweep");
+    let mut events = Vec::new();
+    for (ids, action) in [(&flag, "account.flag_stale"), (&disable, "account.disable")] {
+        for id in ids {
+            events.push(
+                crate::audit::AuditEvent::new(
+                    tenant_id,
+                    sweep.clone(),
+                    action,
+                    crate::audit::Outcome::Success,
+                )
+                .target(crate::audit::Target::new("user", id))
+                .reason("no sign-in within the identity policy's period")
+                .detail("stale_after_days", p.stale_after_days)
+                .detail("disable_after_days", p.disable_after_days),
+            );
+        }
+    }
+    anshin_audit::record_all(&tx, &events)
+        .await
+        .map_err(crate::audit::audit_err)?;
     tx.commit().await?;
     if r != SweepReport::default() {
         tracing::info!(tenant = %tenant_id, flagged = r.flagged, cleared = r.cleared, disabled = r.disabled,
@@ -188,10 +218,10 @@ async fn set_flag(
 ) -> Result<u64, IdentityError> {
     let mut n = 0;
     for chunk in ids.chunks(ID_CHUNK) {
-        n += user_flag::Entity::update_many()
-            .col_expr(user_flag::Column::StaleFlaggedAt, Expr::value(value))
-            .filter(user_flag::Column::TenantId.eq(tenant_id))
-            .filter(user_flag::Column::Id.is_in(chunk.iter().copied()))
+        n += user::Entity::update_many()
+            .col_expr(user::Column::StaleFlaggedAt, Expr::value(value))
+            .filter(user::Column::TenantId.eq(tenant_id))
+            .filter(user::Column::Id.is_in(chunk.iter().copied()))
             .exec(tx)
             .await?
             .rows_affected;
@@ -199,7 +229,30 @@ async fn set_flag(
     Ok(n)
 }
 
-/// The hourly sweep (registered by the server next to the tenancy jobs).
+/// Deletes the used client-assertion `jti`s whose assertions expired more than
+/// [`JTI_KEEP_AFTER_EXPIRY_SECS`] before `now`; returns how many went.
+pub async fn prune_client_assertion_jtis(
+    db: &DatabaseConnection,
+    now: DateTime<Utc>,
+) -> Result<u64, IdentityError> {
+    let cutoff = now - Duration::seconds(JTI_KEEP_AFTER_EXPIRY_SECS);
+    let tx = begin_platform_tx(db).await?;
+    let r = client_assertion_jti::Entity::delete_many()
+        .filter(client_assertion_jti::Column::ExpiresAt.lt(cutoff))
+        .exec(&tx)
+        .await?;
+    tx.commit().await?;
+    if r.rows_affected > 0 {
+        tracing::info!(
+            pruned = r.rows_affected,
+            "expired client-assertion jtis pruned"
+        );
+    }
+    Ok(r.rows_affected)
+}
+
+/// The hourly identity job (registered by the server next to the tenancy jobs): the
+/// stale-account sweep, then the pruning of expired client-assertion `jti`s.
 pub struct StaleAccountSweep;
 
 #[async_trait]
@@ -209,15 +262,23 @@ impl JobHandler for StaleAccountSweep {
     }
 
     async fn run(&self, ctx: &JobContext) -> Result<(), JobFailure> {
-        let r = sweep_stale_accounts(ctx.db(), Utc::now())
-            .await
-            .map_err(JobFailure::retry)?;
-        if r.disabled > 0 {
-            tracing::warn!(
-                disabled = r.disabled,
-                "stale accounts disabled (no sign-in within the tenant's policy)"
-            );
+        let now = Utc::now();
+        let swept = sweep_stale_accounts(ctx.db(), now).await;
+        if let Ok(r) = &swept {
+            if r.disabled > 0 {
+                tracing::warn!(
+                    disabled = r.disabled,
+                    "stale accounts disabled (no sign-in within the tenant's policy)"
+                );
+            }
         }
+        // Independent of the sweep: a failing tenant does not keep the table growing.
+        let pruned = prune_client_assertion_jtis(ctx.db(), now).await;
+        if let Err(e) = &pruned {
+            tracing::error!(error = %e, "pruning expired client-assertion jtis failed");
+        }
+        swept.map_err(JobFailure::retry)?;
+        pruned.map_err(JobFailure::retry)?;
         Ok(())
     }
 }

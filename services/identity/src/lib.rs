@@ -3,6 +3,7 @@
 //! server-side session; every ceremony is stored server-side, single-use and expiring, so any
 //! replica can finish what another began.
 
+mod audit;
 pub mod break_glass;
 pub mod clients;
 pub mod credential_routes;
@@ -17,6 +18,7 @@ pub mod migration;
 mod migration_passwords;
 pub mod oidc;
 pub mod password;
+pub mod password_reset;
 pub mod policy;
 pub mod review;
 pub mod routes;

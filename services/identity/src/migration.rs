@@ -555,10 +555,12 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(crate::migration_passwords::AddPasswordsAndSecurityKeys),
         Box::new(CreateReviewAndPolicy),
         Box::new(CreateClientTables),
+        Box::new(crate::migration_passwords::AddPasswordResets),
     ]
 }
 
-/// Ceremonies, sessions and invitations are marked used or ended, never deleted.
+/// Ceremonies, sessions, invitations and password resets are marked used or ended, never
+/// deleted.
 pub fn grants() -> Vec<TableGrant> {
     TABLES
         .iter()
@@ -567,10 +569,12 @@ pub fn grants() -> Vec<TableGrant> {
         .chain(REVIEW_POLICY_TABLES.iter())
         .chain(crate::migration_passwords::TABLES.iter())
         .chain(CLIENT_TABLES.iter())
+        .chain(crate::migration_passwords::RESET_TABLES.iter())
         .map(|t| TableGrant {
             table: t,
-            // A person removes their own authenticators; everything else is only ever marked.
-            privileges: if *t == "webauthn_credentials" {
+            // A person removes their own authenticators, and the hourly job prunes the jtis of
+            // expired client assertions; everything else is only ever marked.
+            privileges: if matches!(*t, "webauthn_credentials" | "client_assertion_jtis") {
                 "SELECT, INSERT, UPDATE, DELETE"
             } else {
                 "SELECT, INSERT, UPDATE"

@@ -111,3 +111,80 @@ impl MigrationTrait for AddPasswordsAndSecurityKeys {
         Ok(())
     }
 }
+
+/// Guideline 14 ⑥: an administrator resets a forgotten password only after verifying the
+/// person's identity. Each reset records how (method, note, verifier) and carries the hash of
+/// the single-use link with which the person sets a new password; the old password is marked
+/// invalid until then.
+pub struct AddPasswordResets;
+
+pub(crate) const RESET_TABLES: [&str; 1] = ["password_resets"];
+
+impl MigrationName for AddPasswordResets {
+    fn name(&self) -> &str {
+        "m20261122_000208_identity_password_resets"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddPasswordResets {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Alias::new("password_resets"))
+                .col(col("id").uuid().not_null().primary_key())
+                .col(col("tenant_id").uuid().not_null())
+                .col(col("user_id").uuid().not_null())
+                .col(col("method").string_len(32).not_null())
+                .col(col("note").text().null())
+                .col(col("verified_by").string_len(64).not_null())
+                .col(col("verifier_email").string_len(254).not_null())
+                .col(col("created_at").timestamp_with_time_zone().not_null())
+                .col(col("token_hash").string_len(64).not_null().unique_key())
+                .col(col("expires_at").timestamp_with_time_zone().not_null())
+                .col(col("delivery").string_len(16).not_null())
+                .col(col("completed_at").timestamp_with_time_zone().null())
+                .col(col("superseded_at").timestamp_with_time_zone().null())
+                .foreign_key(&mut tenant_fk("password_resets"))
+                .foreign_key(&mut user_fk("password_resets"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("password_resets_user")
+                .table(Alias::new("password_resets"))
+                .col(Alias::new("user_id"))
+                .col(Alias::new("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("password_credentials"))
+                .add_column(col("invalidated_at").timestamp_with_time_zone().null())
+                .to_owned(),
+        )
+        .await?;
+        if m.get_database_backend() == DbBackend::Postgres {
+            for t in RESET_TABLES {
+                m.get_connection().execute_unprepared(&rls_sql(t)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in RESET_TABLES {
+            m.drop_table(Table::drop().table(Alias::new(t)).to_owned())
+                .await?;
+        }
+        m.alter_table(
+            Table::alter()
+                .table(Alias::new("password_credentials"))
+                .drop_column(Alias::new("invalidated_at"))
+                .to_owned(),
+        )
+        .await
+    }
+}

@@ -194,8 +194,21 @@ impl IdentityService {
         } else {
             am.insert(&tx).await?
         };
+        let view = ProviderView::from_model(&m);
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                "identity_provider.update",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("tenant", actor.tenant_id))
+            .detail("settings", &view),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(ProviderView::from_model(&m))
+        Ok(view)
     }
 
     pub async fn identity_provider(
@@ -314,6 +327,30 @@ impl IdentityService {
     /// Handles the provider's redirect back: validates everything, binds the user, and either
     /// signs in or asks for a passkey step-up.
     pub async fn oidc_callback(
+        &self,
+        state: &str,
+        code: &str,
+        meta: ClientMeta,
+    ) -> Result<OidcOutcome, IdentityError> {
+        let r = self.oidc_callback_checked(state, code, meta).await;
+        if let Err(e @ (IdentityError::Federation(_) | IdentityError::Forbidden(_))) = &r {
+            crate::audit::record_now(
+                self.db(),
+                crate::audit::AuditEvent::new(
+                    crate::audit::NO_TENANT,
+                    crate::audit::Actor::anonymous(None),
+                    "auth.sign_in",
+                    crate::audit::Outcome::Failure,
+                )
+                .reason(e.to_string())
+                .detail("method", "oidc"),
+            )
+            .await;
+        }
+        r
+    }
+
+    async fn oidc_callback_checked(
         &self,
         state: &str,
         code: &str,
@@ -462,6 +499,7 @@ impl IdentityService {
                             status: Set("active".into()),
                             created_at: Set(Utc::now()),
                             last_sign_in_at: Set(None),
+                            stale_flagged_at: Set(None),
                         }
                         .insert(&tx)
                         .await?

@@ -197,7 +197,8 @@ impl IdentityService {
     }
 
     /// Sets the policy of the caller's own tenant (its admins; a provider admin sets the
-    /// provider's, each institution sets its own).
+    /// provider's, each institution sets its own), after a fresh passkey confirmation: it
+    /// decides how long sessions live and when accounts are disabled.
     pub async fn set_identity_policy(
         &self,
         actor: &Principal,
@@ -205,6 +206,11 @@ impl IdentityService {
     ) -> Result<PolicyView, IdentityError> {
         require_admin(actor)?;
         validate(&s)?;
+        self.require_recent_step_up(
+            actor,
+            chrono::Duration::minutes(crate::credentials::STEP_UP_WINDOW_MINUTES),
+        )
+        .await?;
         let now = Utc::now();
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
         let existing = policy::Entity::find_by_id(actor.tenant_id).one(&tx).await?;
@@ -220,6 +226,20 @@ impl IdentityService {
             Some(_) => am.update(&tx).await?,
             None => am.insert(&tx).await?,
         };
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                "identity_policy.update",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("tenant", actor.tenant_id))
+            .detail("idle_timeout_secs", s.idle_timeout_secs)
+            .detail("stale_after_days", s.stale_after_days)
+            .detail("disable_after_days", s.disable_after_days),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(tenant = %actor.tenant_id, idle_timeout_secs = s.idle_timeout_secs,
             stale_after_days = s.stale_after_days, disable_after_days = s.disable_after_days,
@@ -250,8 +270,8 @@ pub async fn get_identity_policy(
     Ok(web::Json(svc.identity_policy(&p).await?))
 }
 
-/// Sets the identity policy of the caller's own tenant (its admins). Out-of-range values are a
-/// 422 naming each one.
+/// Sets the identity policy of the caller's own tenant (its admins, after a fresh passkey
+/// step-up: 403 `step-up-required` otherwise). Out-of-range values are a 422 naming each one.
 #[utoipa::path(put, path = "/api/v1/identity-policy", tag = "identity", request_body = PolicySettings,
     responses((status = 200, body = PolicyView), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 422, body = ProblemBody)), security(("bearer" = []), ("session" = [])))]
 pub async fn put_identity_policy(

@@ -5,7 +5,7 @@
 //! and when. The review closes once every item is decided, or earlier with `force`, leaving the
 //! undecided items visibly undecided. One open review per tenant.
 
-use crate::entity::{account_review as review, account_review_item as item, user, user_flag};
+use crate::entity::{account_review as review, account_review_item as item, user};
 use crate::error::IdentityError;
 use crate::inventory::{disable_in, effective_flag};
 use crate::service::IdentityService;
@@ -338,23 +338,13 @@ impl IdentityService {
             .filter(user::Column::TenantId.eq(actor.tenant_id))
             .all(&tx)
             .await?;
-        let flags: HashMap<Uuid, DateTime<Utc>> = user_flag::Entity::find()
-            .filter(user_flag::Column::TenantId.eq(actor.tenant_id))
-            .filter(user_flag::Column::StaleFlaggedAt.is_not_null())
-            .all(&tx)
-            .await?
-            .into_iter()
-            .filter_map(|u| {
-                effective_flag(u.last_sign_in_at, u.stale_flagged_at).map(|f| (u.id, f))
-            })
-            .collect();
         let rows: Vec<item::ActiveModel> = users
             .into_iter()
             .map(|u| item::ActiveModel {
                 review_id: Set(r.id),
                 user_id: Set(u.id),
                 tenant_id: Set(actor.tenant_id),
-                stale_since: Set(flags.get(&u.id).copied()),
+                stale_since: Set(effective_flag(u.last_sign_in_at, u.stale_flagged_at)),
                 email: Set(u.email),
                 display_name: Set(u.display_name),
                 role: Set(u.role),
@@ -372,6 +362,19 @@ impl IdentityService {
                 .await?;
         }
         let items = items_of(&tx, actor.tenant_id, r.id).await?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                "account_review.start",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("account_review", r.id))
+            .detail("accounts", items.len())
+            .detail("due_at", r.due_at),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(tenant = %actor.tenant_id, review = %r.id, accounts = items.len(), "account review started");
         Ok(ReviewDetail {
@@ -498,6 +501,20 @@ impl IdentityService {
             .ok_or_else(|| {
                 IdentityError::NotFound("this account is not part of this review".into())
             })?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                "account_review.decide",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("user", d.user_id))
+            .detail("review_id", id)
+            .detail("decision", d.decision.as_str())
+            .detail("note", &it.note),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(tenant = %actor.tenant_id, review = %id, user = %d.user_id, decision = d.decision.as_str(), "account review decision");
         Ok(item_view(it))
@@ -538,6 +555,19 @@ impl IdentityService {
             )));
         }
         let rv = review_in(&tx, actor.tenant_id, id).await?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                actor.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                "account_review.close",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("account_review", id))
+            .detail("undecided", counts.undecided)
+            .detail("forced", c.force),
+        )
+        .await?;
         tx.commit().await?;
         if counts.undecided > 0 {
             tracing::warn!(tenant = %actor.tenant_id, review = %id, undecided = counts.undecided, "account review closed with undecided accounts");

@@ -62,7 +62,7 @@ impl SecretBox {
                 std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
             }
             let key = Aes256Gcm::generate_key(OsRng);
-            write_private(path, key.as_slice()).map_err(|e| err(e.to_string()))?;
+            crate::secrets::write_private(path, key.as_slice()).map_err(|e| err(e.to_string()))?;
         }
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let key: [u8; 32] = bytes
@@ -111,23 +111,6 @@ impl SecretBox {
             .map_err(|_| SecretBoxError::Decrypt)?;
         String::from_utf8(pt).map_err(|_| SecretBoxError::Decrypt)
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
 
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {

@@ -1,5 +1,6 @@
 //! The identity service's typed API: invitations, WebAuthn enrollment and sign-in, sessions.
 
+use crate::audit::{Actor, AuditEvent, Outcome, Target};
 use crate::entity::{ceremony, credential, invitation, session, user};
 use crate::error::IdentityError;
 use crate::secretbox::SecretBox;
@@ -209,6 +210,8 @@ pub struct NewSession {
     pub cookie: Secret,
     pub csrf_token: String,
     pub user: UserInfo,
+    /// When the session ends whatever its use.
+    pub absolute_expires_at: DateTime<Utc>,
 }
 
 /// Where a request came from, recorded on the session.
@@ -277,6 +280,11 @@ impl IdentityService {
     /// The outbound HTTP client (no redirects, short timeouts), for alert delivery.
     pub fn http_client(&self) -> openidconnect::reqwest::Client {
         self.http.clone()
+    }
+
+    /// The mail server, when one is configured.
+    pub(crate) fn mailer(&self) -> Option<&Arc<crate::mail::Mailer>> {
+        self.mailer.as_ref()
     }
 
     pub(crate) fn secrets(&self) -> &SecretBox {
@@ -354,16 +362,27 @@ impl IdentityService {
         // if the mail fails, nothing changes.
         let mailed = match &self.mailer {
             Some(m) => {
-                // Japan Standard Time has no daylight saving: UTC+9 always.
-                let expires = (inv.expires_at + Duration::hours(9))
-                    .format("%Y-%m-%d %H:%M JST")
-                    .to_string();
+                let expires = crate::mail::jst(inv.expires_at);
                 m.send_invitation(&inv.email, &inv.display_name, link.as_str(), &expires)
                     .await?;
                 true
             }
             None => false,
         };
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                actor.tenant_id,
+                Actor::from_principal(actor),
+                "invitation.create",
+                Outcome::Success,
+            )
+            .target(Target::new("invitation", inv.id))
+            .detail("email", &inv.email)
+            .detail("role", role.as_str())
+            .detail("mailed", mailed),
+        )
+        .await?;
         tx.commit().await?;
         Ok(InvitationInfo {
             id: inv.id,
@@ -485,6 +504,7 @@ impl IdentityService {
             status: Set("active".into()),
             created_at: Set(now),
             last_sign_in_at: Set(Some(now)),
+            stale_flagged_at: Set(None),
         }
         .insert(&tx)
         .await
@@ -513,6 +533,20 @@ impl IdentityService {
             }
             None => "passkey",
         };
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                u.tenant_id,
+                crate::audit::user_actor(&u),
+                "account.enroll",
+                Outcome::Success,
+            )
+            .target(Target::new("user", u.id))
+            .detail("invitation_id", inv.id)
+            .detail("role", &u.role)
+            .detail("method", method),
+        )
+        .await?;
         let s = self.create_session(&tx, &u, method, meta).await?;
         tx.commit().await?;
         tracing::info!(user = %u.id, tenant = %u.tenant_id, method, "account enrolled");
@@ -661,6 +695,18 @@ impl IdentityService {
             Ok(u) => u,
             Err(IdentityError::Ceremony(reason)) => {
                 tracing::info!(%reason, "passkey sign-in refused");
+                crate::audit::record_now(
+                    &self.db,
+                    AuditEvent::new(
+                        crate::audit::NO_TENANT,
+                        Actor::anonymous(None),
+                        "auth.sign_in",
+                        Outcome::Failure,
+                    )
+                    .reason(reason.clone())
+                    .detail("method", "passkey"),
+                )
+                .await;
                 return Err(IdentityError::Ceremony(
                     "the passkey sign-in was not accepted (unknown, used or expired challenge, or a passkey this account does not have); start again".into(),
                 ));
@@ -898,24 +944,53 @@ impl IdentityService {
             .filter(session::Column::EndedAt.is_null())
             .exec(&tx)
             .await?;
-        tx.commit().await?;
         if r.rows_affected == 0 {
             return Err(IdentityError::NotFound(
                 "no open session with this id is yours".into(),
             ));
         }
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                p.tenant_id,
+                Actor::from_principal(p),
+                "session.end",
+                Outcome::Success,
+            )
+            .target(Target::new("session", session_id))
+            .reason("signed_out"),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn end(&self, session_id: Uuid, reason: &str) -> Result<(), IdentityError> {
         let tx = begin_platform_tx(&self.db).await?;
-        session::Entity::update_many()
+        let r = session::Entity::update_many()
             .col_expr(session::Column::EndedAt, Expr::value(Utc::now()))
             .col_expr(session::Column::EndedReason, Expr::value(reason))
             .filter(session::Column::Id.eq(session_id))
             .filter(session::Column::EndedAt.is_null())
             .exec(&tx)
             .await?;
+        if r.rows_affected == 1 {
+            if let Some(s) = session::Entity::find_by_id(session_id).one(&tx).await? {
+                crate::audit::record(
+                    &tx,
+                    AuditEvent::new(
+                        s.tenant_id,
+                        Actor::system("identity.session_timeout"),
+                        "session.end",
+                        Outcome::Success,
+                    )
+                    .target(Target::new("session", session_id))
+                    .reason(reason)
+                    .detail("user_id", s.user_id),
+                )
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -974,18 +1049,44 @@ impl IdentityService {
                 "API tokens have no passkeys".into(),
             ));
         };
-        let u = self.verify_passkey(ceremony_id, response).await?;
-        if u.id != *id {
-            return Err(IdentityError::Ceremony(
+        let verified = match self.verify_passkey(ceremony_id, response).await {
+            Ok(u) if u.id == *id => Ok(u),
+            Ok(_) => Err(IdentityError::Ceremony(
                 "the passkey belongs to another account".into(),
-            ));
+            )),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &verified {
+            crate::audit::record_now(
+                &self.db,
+                AuditEvent::new(
+                    p.tenant_id,
+                    Actor::from_principal(p),
+                    "auth.step_up",
+                    Outcome::Failure,
+                )
+                .reason(e.to_string()),
+            )
+            .await;
         }
+        verified?;
         let tx = begin_platform_tx(&self.db).await?;
         session::Entity::update_many()
             .col_expr(session::Column::SteppedUpAt, Expr::value(Utc::now()))
             .filter(session::Column::Id.eq(*session_id))
             .exec(&tx)
             .await?;
+        crate::audit::record(
+            &tx,
+            AuditEvent::new(
+                p.tenant_id,
+                Actor::from_principal(p),
+                "auth.step_up",
+                Outcome::Success,
+            )
+            .target(Target::new("session", *session_id)),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1162,6 +1263,7 @@ impl IdentityService {
         let csrf = random_token();
         let now = Utc::now();
         let session_id = Uuid::now_v7();
+        let absolute_expires_at = now + Duration::seconds(absolute_secs);
         // The tenant's own idle timeout (identity policy), else the configured default.
         let idle = self.idle_timeout_secs(c, u.tenant_id).await?;
         session::ActiveModel {
@@ -1176,7 +1278,7 @@ impl IdentityService {
             created_at: Set(now),
             last_seen_at: Set(now),
             idle_timeout_secs: Set(idle),
-            absolute_expires_at: Set(now + Duration::seconds(absolute_secs)),
+            absolute_expires_at: Set(absolute_expires_at),
             stepped_up_at: Set(
                 (method.contains("passkey") || method.contains("security_key")).then_some(now),
             ),
@@ -1185,11 +1287,25 @@ impl IdentityService {
         }
         .insert(c)
         .await?;
+        crate::audit::record(
+            c,
+            AuditEvent::new(
+                u.tenant_id,
+                crate::audit::user_actor(u).with_session(session_id),
+                "auth.sign_in",
+                Outcome::Success,
+            )
+            .target(Target::new("session", session_id))
+            .detail("method", method)
+            .detail("absolute_expires_at", absolute_expires_at),
+        )
+        .await?;
         Ok(NewSession {
             session_id,
             cookie: Secret::new(cookie),
             csrf_token: csrf,
             user: UserInfo::from_model(u.clone()),
+            absolute_expires_at,
         })
     }
 }

@@ -39,6 +39,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub jobs: JobsConfig,
     pub identity: IdentityConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +89,39 @@ impl Default for IdentityConfig {
             password_min_length: 12,
             password_history: 5,
             password_lockout_threshold: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The sealer runs at least this often (a checkpoint every T seconds while events arrive).
+    pub seal_interval_ms: u64,
+    /// At most this many entries per checkpoint (a checkpoint every N events).
+    pub checkpoint_max_entries: usize,
+    /// NTP server whose offset from the host clock is measured and recorded with every event
+    /// and checkpoint (17 ③), e.g. `ntp.nict.jp:123`; without it the offset is "unknown".
+    pub ntp_server: Option<String>,
+    pub ntp_check_interval_secs: u64,
+    /// RFC 3161 time-stamping authority; each checkpoint gets a timestamp token when set.
+    pub tsa_url: Option<String>,
+    /// Alert rules (TOML); the shipped defaults apply when unset.
+    pub alert_rules_file: Option<PathBuf>,
+    /// Largest batch `POST /api/v1/audit/events` accepts.
+    pub ingest_max_events: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            seal_interval_ms: 1_000,
+            checkpoint_max_entries: 10_000,
+            ntp_server: None,
+            ntp_check_interval_secs: 300,
+            tsa_url: None,
+            alert_rules_file: None,
+            ingest_max_events: 1_000,
         }
     }
 }
@@ -149,6 +183,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             jobs: JobsConfig::default(),
             identity: IdentityConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -224,6 +259,13 @@ const KNOWN_KEYS: &[&str] = &[
     "identity.password_min_length",
     "identity.password_history",
     "identity.password_lockout_threshold",
+    "audit.seal_interval_ms",
+    "audit.checkpoint_max_entries",
+    "audit.ntp_server",
+    "audit.ntp_check_interval_secs",
+    "audit.tsa_url",
+    "audit.alert_rules_file",
+    "audit.ingest_max_events",
 ];
 
 /// Loaded configuration plus the warnings found while loading it (logged once telemetry is up).

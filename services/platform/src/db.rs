@@ -122,6 +122,13 @@ fn scrub(msg: &str, raw_url: &str) -> String {
     out
 }
 
+/// SQL for the tenant a PostgreSQL transaction is bound to (`app.tenant_id`), or NULL when
+/// unset; every row-level-security policy compares against it.
+pub const CURRENT_TENANT: &str = "nullif(current_setting('app.tenant_id', true), '')::uuid";
+/// SQL that is true in platform scope: set only by operator commands run from the CLI and by
+/// background jobs, never by an HTTP request.
+pub const PLATFORM_SCOPE: &str = "coalesce(current_setting('app.platform', true), '') = 'on'";
+
 /// Begins a transaction bound to one tenant. On PostgreSQL this sets `app.tenant_id` for the
 /// transaction only (`set_config(..., true)` is `SET LOCAL` with a bind parameter), which every
 /// row-level-security policy reads. On SQLite, isolation rests on the query filters (wall 1).

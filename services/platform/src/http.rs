@@ -88,7 +88,10 @@ pub async fn observe(
     );
     req.extensions_mut().insert(RequestId(request_id.clone()));
     req.extensions_mut().insert(RequestSpan(span.clone()));
-    let result = next.call(req).instrument(span.clone()).await;
+    let client = ClientInfo::of(req.request());
+    let result = CLIENT
+        .scope(client, next.call(req).instrument(span.clone()))
+        .await;
     let elapsed = started.elapsed();
     let (status, mut res) = match result {
         Ok(res) => (res.status(), res),
@@ -292,5 +295,51 @@ mod tests {
         assert!(sane_request_id(&HeaderValue::from_static("")).is_none());
         let long = "x".repeat(200);
         assert!(sane_request_id(&HeaderValue::from_str(&long).unwrap()).is_none());
+    }
+}
+
+/// Where a request came from, for audit events: the peer address (not `X-Forwarded-For`, which
+/// any client can write), the user agent and the request id. Never fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    /// `METHOD /path` (no query string: it may carry search terms).
+    pub route: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn of(req: &HttpRequest) -> Self {
+        Self {
+            ip: req.peer_addr().map(|a| a.ip().to_string()),
+            user_agent: req
+                .headers()
+                .get(actix_web::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect()),
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+            route: Some(format!("{} {}", req.method(), req.path())),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The client of the request being handled, so services deep in a call can stamp audit
+    /// events with it without every signature carrying it.
+    static CLIENT: ClientInfo;
+}
+
+/// The client of the HTTP request this code runs for, if any (not in jobs or the CLI).
+pub fn current_client() -> Option<ClientInfo> {
+    CLIENT.try_with(|c| c.clone()).ok()
+}
+
+impl FromRequest for ClientInfo {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Self::of(req)))
     }
 }

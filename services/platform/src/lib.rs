@@ -3,6 +3,7 @@
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fsutil;
 pub mod http;
 pub mod jobs;
 pub mod migration;

@@ -25,6 +25,12 @@ pub struct AppState {
     pub identity: IdentityService,
     /// Machine clients: registration, the OAuth2 token endpoint, access-token verification.
     pub clients: ClientService,
+    /// The audit trail: recording, search, proofs, export, ingest from the data plane.
+    pub audit: anshin_audit::AuditService,
+    /// Alert inbox, rules and notification channels.
+    pub alerts: anshin_audit::alerts::AlertService,
+    /// Seals webhook secrets and addresses of notification channels (the delivery job opens them).
+    pub alert_secrets: anshin_audit::alerts::SecretBox,
     pub authenticator: SharedAuthenticator,
     pub web: Arc<Web>,
     pub services: ServiceSet,
@@ -93,7 +99,29 @@ impl AppState {
             config.identity.access_token_ttl_secs,
         )?
         .with_auth_cache(std::time::Duration::from_millis(config.http.auth_cache_ms));
+        let setup = |e: String| IdentityError::Setup(e);
+        let rules = Arc::new(
+            anshin_audit::alerts::RuleSet::load(config.audit.alert_rules_file.as_deref())
+                .map_err(setup)?,
+        );
+        let alert_secrets =
+            anshin_audit::alerts::SecretBox::load_or_create(&config.data_dir).map_err(setup)?;
+        let signer = audit_signer(config)?;
+        let settings = anshin_audit::AuditSettings::from(&config.audit);
+        // Alert rules run inside each sealing transaction, as events arrive in the log.
+        let sealer =
+            anshin_audit::Sealer::new(db.clone(), signer.clone(), settings.checkpoint_max_entries)
+                .with_hook(Arc::new(anshin_audit::alerts::AlertEngine::new(
+                    rules.clone(),
+                )));
+        let audit =
+            anshin_audit::AuditService::new(db.clone(), signer, &settings).with_sealer(sealer);
+        let alerts =
+            anshin_audit::alerts::AlertService::new(db.clone(), rules, alert_secrets.clone());
         Ok(Self {
+            audit,
+            alerts,
+            alert_secrets,
             tenancy: TenancyService::new(db.clone()),
             authenticator: Arc::new(Authenticators {
                 tokens,
@@ -123,6 +151,14 @@ pub fn token_keys(config: &Config) -> Result<TokenKeys, IdentityError> {
     TokenKeys::load_or_create(&config.data_dir.join("identity-token-signing.key"))
 }
 
+/// The Ed25519 key that signs audit checkpoints, under the data directory (mode 0600, created on
+/// first start; until the keys service holds it in KMS).
+pub fn audit_signer(config: &Config) -> Result<Arc<dyn anshin_audit::Signer>, IdentityError> {
+    anshin_audit::LocalSigner::load_or_create(&config.data_dir.join("audit-signing.key"))
+        .map(|s| Arc::new(s) as Arc<dyn anshin_audit::Signer>)
+        .map_err(|e| IdentityError::Setup(e.to_string()))
+}
+
 /// The key that seals identity-provider client secrets, under the data directory (until the
 /// keys service holds it in KMS).
 pub fn secret_box(config: &Config) -> Result<SecretBox, IdentityError> {
@@ -148,6 +184,8 @@ pub fn app(
         .app_data(web::Data::new(state.tenancy.clone()))
         .app_data(web::Data::new(state.identity.clone()))
         .app_data(web::Data::new(state.clients.clone()))
+        .app_data(web::Data::new(state.audit.clone()))
+        .app_data(web::Data::new(state.alerts.clone()))
         .app_data(web::Data::new(state.cookies))
         .app_data(web::Data::new(state.auth_rate.clone()))
         .app_data(web::Data::new(state.authenticator.clone()))
@@ -175,13 +213,29 @@ pub fn app(
             if services.contains(Service::Api) {
                 anshin_tenancy::routes::configure(cfg);
                 anshin_identity::routes::configure(cfg);
+                anshin_audit::routes::configure(cfg);
+                anshin_audit::alerts::routes::configure(cfg);
             }
             if services.contains(Service::Web) {
                 cfg.route("/", web::get().to(pages::landing))
                     .route("/signin", web::get().to(pages::signin))
                     .route("/signin/step-up", web::get().to(pages::step_up))
                     .route("/enroll", web::get().to(pages::enroll))
+                    .route("/password-reset", web::get().to(pages::password_reset))
                     .route("/portal", web::get().to(pages::portal))
+                    .route("/accounts", web::get().to(pages::accounts))
+                    // Before `/accounts/{id}`, which would otherwise take "reviews" as an id.
+                    .route("/accounts/reviews", web::get().to(pages::reviews))
+                    .route("/accounts/reviews/{id}", web::get().to(pages::review))
+                    .route("/accounts/{id}", web::get().to(pages::account))
+                    .route("/invitations", web::get().to(pages::invitations))
+                    .route("/break-glass", web::get().to(pages::break_glass))
+                    .route("/break-glass/use", web::get().to(pages::break_glass_use))
+                    .route("/maintenance-grants", web::get().to(pages::grants))
+                    .route("/audit", web::get().to(pages::audit::search))
+                    .route("/audit/export", web::get().to(pages::audit::export))
+                    .route("/audit/events/{id}", web::get().to(pages::audit::event))
+                    .route("/audit/alerts", web::get().to(pages::audit::alerts))
                     .route("/static/{path:.*}", web::get().to(pages::static_file));
             }
         })

@@ -32,8 +32,43 @@ pub enum Command {
     /// Manage API tokens for machine clients.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Export and verify the tamper-evident audit trail (監査証跡).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify an export offline: every entry, the hash chain, the Merkle roots and the checkpoint
+    /// signatures. Needs no server or database. Exit 0 when it verifies, 1 naming the first
+    /// offending entry when it does not.
+    Verify {
+        /// The export file (JSON Lines), as downloaded from /api/v1/audit/export.
+        file: PathBuf,
+        /// The checkpoint-signing public key you obtained independently (base64 raw Ed25519, as
+        /// served at /api/v1/audit/public-key). Without it the keys in the export are trusted.
+        #[arg(long, value_name = "BASE64")]
+        public_key: Option<String>,
+    },
+    /// Export a tenant's trail for a time range (platform operation).
+    Export {
+        /// Tenant slug or id.
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339 start (inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 end (exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Where to write the export; `-` for standard output.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
+    /// Seal every pending event now and print how many were sealed.
+    Seal,
 }
 
 #[derive(Debug, Args)]

@@ -76,7 +76,11 @@ impl From<TenancyError> for CliError {
 
 async fn open(config: &Config) -> Result<sea_orm::DatabaseConnection, CliError> {
     migrate::run(config).await?;
-    Ok(db::connect(&config.database_url(), &config.database).await?)
+    let db = db::connect(&config.database_url(), &config.database).await?;
+    migrate::register_tenants_with_audit(&db)
+        .await
+        .map_err(CliError::failure)?;
+    Ok(db)
 }
 
 pub async fn migrate_cmd(config: &Config) -> Result<(), CliError> {
@@ -94,6 +98,9 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
     migrate::check_app_role(&db)
         .await
         .map_err(CliError::usage)?;
+    migrate::register_tenants_with_audit(&db)
+        .await
+        .map_err(CliError::failure)?;
     let identity = crate::app::secret_box(&config)
         .and_then(|b| {
             anshin_identity::IdentityService::new(
@@ -137,12 +144,48 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
         )
         .register(anshin_tenancy::jobs::ContractSweep)
         .register(anshin_identity::jobs::StaleAccountSweep)
+        .register(
+            anshin_audit::alerts::AlertDeliveryJob::new(
+                state.alert_secrets.clone(),
+                config
+                    .identity
+                    .smtp_url
+                    .as_ref()
+                    .map(|u| anshin_audit::alerts::AlertMailer::new(u, &config.identity.mail_from))
+                    .transpose()
+                    .map_err(CliError::usage)?,
+            )
+            .map_err(CliError::failure)?
+            .with_console_url(config.public_url.clone()),
+        )
         .register(anshin_identity::break_glass::BreakGlassAlertJob {
             webhook_url: config.identity.alert_webhook_url.clone(),
             secret: config.identity.alert_webhook_secret.clone(),
             http: identity.http_client(),
         });
-        Some(actix_web::rt::spawn(w.run(stop_rx)))
+        let sealer = actix_web::rt::spawn(anshin_audit::sealer::run(
+            state.audit.sealer().clone(),
+            Duration::from_millis(config.audit.seal_interval_ms.max(50)),
+            state.audit.notifier(),
+            stop_rx.clone(),
+        ));
+        // 17 ③: the clock's offset from the configured NTP server, stamped on every event.
+        anshin_audit::trusted_time::check_clock(config.audit.ntp_server.as_deref()).await;
+        actix_web::rt::spawn(anshin_audit::trusted_time::run_clock_monitor(
+            config.audit.clone(),
+            stop_rx.clone(),
+        ));
+        if let Some(url) = &config.audit.tsa_url {
+            let tsa = anshin_audit::trusted_time::tsp::TsaClient::new(url)
+                .map_err(|e| CliError::usage(format!("audit.tsa_url: {e}")))?;
+            actix_web::rt::spawn(anshin_audit::trusted_time::run_timestamper(
+                db.clone(),
+                tsa,
+                Duration::from_millis(config.audit.seal_interval_ms.max(1_000)),
+                stop_rx.clone(),
+            ));
+        }
+        Some((actix_web::rt::spawn(w.run(stop_rx)), sealer))
     } else {
         None
     };
@@ -161,8 +204,9 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
     );
     let result = server.await;
     let _ = stop_tx.send(true);
-    if let Some(w) = worker {
+    if let Some((w, sealer)) = worker {
         let _ = w.await;
+        let _ = sealer.await;
     }
     db.close().await.ok();
     result.map_err(|e| CliError::failure(format!("the HTTP server failed: {e}")))
@@ -456,4 +500,102 @@ fn parse_id(s: &str) -> Result<uuid::Uuid, CliError> {
             "'{s}' is not a token id (a UUID as shown by `anshin token list`)"
         ))
     })
+}
+
+/// `anshin audit verify FILE`: prints the report, or the first offending entry and exit 1.
+pub fn audit_verify(file: &std::path::Path, public_key: Option<&str>) -> Result<(), CliError> {
+    let trusted = public_key
+        .map(anshin_audit::verify::trusted_ed25519_key)
+        .transpose()
+        .map_err(|e| CliError::usage(format!("--public-key: {e}")))?;
+    let f = std::fs::File::open(file)
+        .map_err(|e| CliError::failure(format!("cannot read {}: {e}", file.display())))?;
+    let keys = trusted.map(|k| vec![k]);
+    match anshin_audit::verify::verify(std::io::BufReader::new(f), keys.as_deref()) {
+        Ok(report) => {
+            println!("{report}");
+            Ok(())
+        }
+        Err(e) => Err(CliError::failure(format!(
+            "the export does NOT verify: {e}"
+        ))),
+    }
+}
+
+pub async fn audit(config: &Config, cmd: crate::cli::AuditCommand) -> Result<(), CliError> {
+    use crate::cli::AuditCommand;
+    let db = open(config).await?;
+    let signer = crate::app::audit_signer(config).map_err(|e| CliError::failure(e.to_string()))?;
+    let svc = anshin_audit::AuditService::new(
+        db.clone(),
+        signer,
+        &anshin_audit::AuditSettings::from(&config.audit),
+    );
+    let parse_time = |flag: &str,
+                      v: Option<String>|
+     -> Result<Option<chrono::DateTime<chrono::Utc>>, CliError> {
+        v.map(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    CliError::usage(format!(
+                        "{flag} must be an RFC 3339 time such as 2026-04-01T00:00:00+09:00"
+                    ))
+                })
+        })
+        .transpose()
+    };
+    match cmd {
+        AuditCommand::Verify { file, public_key } => audit_verify(&file, public_key.as_deref()),
+        AuditCommand::Seal => {
+            let r = svc
+                .sealer()
+                .seal_all()
+                .await
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            println!(
+                "Sealed {} events for {} tenants in {} checkpoints.",
+                r.entries, r.tenants, r.checkpoints
+            );
+            Ok(())
+        }
+        AuditCommand::Export {
+            tenant,
+            from,
+            to,
+            out,
+        } => {
+            let q = anshin_audit::export::ExportQuery {
+                tenant_id: None,
+                from: parse_time("--from", from)?,
+                to: parse_time("--to", to)?,
+            };
+            let t = TenancyService::new(db.clone())
+                .admin_find(&tenant)
+                .await?
+                .ok_or_else(|| CliError::usage(format!("no tenant with slug or id '{tenant}'")))?;
+            let (bytes, summary) = anshin_audit::export::export_as_operator(&svc, t.id, &q)
+                .await
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            if out.as_os_str() == "-" {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(&bytes)
+                    .map_err(|e| CliError::failure(e.to_string()))?;
+            } else {
+                std::fs::write(&out, &bytes).map_err(|e| {
+                    CliError::failure(format!("cannot write {}: {e}", out.display()))
+                })?;
+                eprintln!(
+                    "Exported entries {}..{} of {} ({} checkpoints) to {}.",
+                    summary.first,
+                    summary.last,
+                    t.slug,
+                    summary.checkpoints,
+                    out.display()
+                );
+            }
+            Ok(())
+        }
+    }
 }

@@ -40,6 +40,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
         print!("{}", anshin_server::openapi::document_json());
         return Ok(());
     }
+    // Offline verification needs no configuration, database or server.
+    if let Command::Audit(anshin_server::cli::AuditCommand::Verify { file, public_key }) =
+        &cli.command
+    {
+        return commands::audit_verify(file, public_key.as_deref());
+    }
     let overrides = match &cli.command {
         Command::Serve(a) => Overrides {
             listen: a.listen.clone(),
@@ -100,6 +106,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     Command::Migrate => commands::migrate_cmd(&config).await,
                     Command::Tenant(c) => commands::tenant(&config, c).await,
                     Command::Token(c) => commands::token(&config, c).await,
+                    Command::Audit(c) => commands::audit(&config, c).await,
                     Command::Serve(_) | Command::Openapi => Ok(()),
                 }
             })

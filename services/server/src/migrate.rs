@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
         let mut all = anshin_platform::migration::migrations();
         all.extend(anshin_tenancy::migrations());
         all.extend(anshin_identity::migrations());
+        all.extend(anshin_audit::migrations());
         all
     }
 }
@@ -26,6 +27,7 @@ fn grants() -> Vec<TableGrant> {
     all.extend(anshin_platform::migration::grants());
     all.extend(anshin_tenancy::grants());
     all.extend(anshin_identity::grants());
+    all.extend(anshin_audit::grants());
     all
 }
 
@@ -91,4 +93,25 @@ pub async fn check_app_role(db: &DatabaseConnection) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Registers every existing tenant with the audit service (tenants created before the audit
+/// trail existed). Idempotent, so it runs at every start.
+pub async fn register_tenants_with_audit(db: &DatabaseConnection) -> Result<(), String> {
+    let tenants = anshin_tenancy::TenancyService::new(db.clone())
+        .admin_list()
+        .await
+        .map_err(|e| format!("listing tenants for the audit trail failed: {e}"))?;
+    let tx = db::begin_platform_tx(db).await.map_err(|e| e.to_string())?;
+    for t in tenants {
+        anshin_audit::register_tenant(&tx, t.id, t.parent_id.unwrap_or(t.id))
+            .await
+            .map_err(|e| {
+                format!(
+                    "registering tenant {} with the audit trail failed: {e}",
+                    t.id
+                )
+            })?;
+    }
+    tx.commit().await.map_err(|e| e.to_string())
 }

@@ -47,6 +47,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(anshin_tenancy::routes::TenancyApi::openapi());
     doc.merge(anshin_identity::routes::IdentityApi::openapi());
     doc.merge(anshin_identity::credential_routes::CredentialsApi::openapi());
+    doc.merge(anshin_audit::routes::AuditApi::openapi());
+    doc.merge(anshin_audit::alerts::routes::AlertsApi::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc
 }

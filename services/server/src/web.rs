@@ -13,6 +13,13 @@ use rust_embed::RustEmbed;
 use serde_json::Value;
 use std::sync::Arc;
 
+pub mod admin;
+pub mod audit;
+
+pub use admin::{
+    account, accounts, break_glass, break_glass_use, grants, invitations, review, reviews,
+};
+
 #[derive(RustEmbed)]
 #[folder = "../../web/templates/"]
 struct Templates;
@@ -118,6 +125,9 @@ impl Web {
             },
         );
         ctx.insert("version", env!("CARGO_PKG_VERSION"));
+        if !ctx.contains_key("lang_query") {
+            ctx.insert("lang_query", "");
+        }
         self.tera.render(template, &ctx)
     }
 }
@@ -184,6 +194,7 @@ fn page_with(
     if !ctx.contains_key("signed_in") {
         ctx.insert("signed_in", &req.cookie(SESSION_COOKIE).is_some());
     }
+    ctx.insert("lang_query", &lang_query(req.query_string()));
     match web.render(template, lang, req.path(), Some(ctx)) {
         Ok(html) => {
             let mut b = HttpResponse::build(status);
@@ -213,6 +224,16 @@ fn page_with(
     }
 }
 
+/// The query of the page without its `lang`, ready for `lang=` to follow: the language switch
+/// keeps what the page shows (a search, a tab).
+fn lang_query(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("lang="))
+        .map(|p| format!("{p}&"))
+        .collect()
+}
+
 fn redirect(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to.to_string()))
@@ -239,6 +260,12 @@ pub async fn enroll(web: web::Data<Arc<Web>>, req: HttpRequest) -> HttpResponse 
     page(&web, &req, "enroll.html", StatusCode::OK)
 }
 
+/// Setting a new password with an administrator's reset link; the token is in the fragment,
+/// which browsers never send to the server. Public: the person has no session.
+pub async fn password_reset(web: web::Data<Arc<Web>>, req: HttpRequest) -> HttpResponse {
+    page(&web, &req, "password_reset.html", StatusCode::OK)
+}
+
 /// The passkey step-up after a one-factor organisation sign-in; the flow id is in the fragment.
 pub async fn step_up(web: web::Data<Arc<Web>>, req: HttpRequest) -> HttpResponse {
     page(&web, &req, "step_up.html", StatusCode::OK)
@@ -251,46 +278,31 @@ pub async fn portal(
     tenancy: web::Data<TenancyService>,
     req: HttpRequest,
 ) -> HttpResponse {
-    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
-        return redirect("/signin");
+    let v = match admin::viewer(&identity, &req).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    let principal = match identity
-        .authenticate_session(cookie.value(), None, false)
-        .await
-    {
-        Ok(Some(p)) => p,
-        Ok(None) => return redirect("/signin"),
-        Err(e) => return actix_web::ResponseError::error_response(&e),
-    };
+    let principal = &v.principal;
     let loaded = async {
-        let (user, csrf) = identity.me(&principal).await.map_err(Problem::from)?;
-        let sessions = identity
-            .my_sessions(&principal)
-            .await
-            .map_err(Problem::from)?;
         let tenant = tenancy
-            .get(&principal, principal.tenant_id)
+            .get(principal, principal.tenant_id)
             .await
             .map_err(Problem::from)?;
         let credentials = identity
-            .my_credentials(&principal)
+            .my_credentials(principal)
             .await
             .map_err(Problem::from)?;
-        Ok::<_, Problem>((user, csrf, sessions, tenant, credentials))
+        Ok::<_, Problem>((tenant, credentials))
     }
     .await;
-    let (user, csrf, sessions, tenant, credentials) = match loaded {
+    let (tenant, credentials) = match loaded {
         Ok(v) => v,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
-    let (lang, _) = negotiate(&req);
-    let role_key = format!("role_{}", principal.role.as_str());
-    let role_name = web.messages(lang)[role_key.as_str()]
-        .as_str()
-        .unwrap_or(principal.role.as_str())
-        .to_string();
-    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
-    let rows: Vec<Value> = sessions
+    let lang = v.lang;
+    let fmt = admin::fmt_time;
+    let rows: Vec<Value> = v
+        .sessions
         .iter()
         .map(|s| {
             serde_json::json!({
@@ -325,16 +337,8 @@ pub async fn portal(
             })
         })
         .collect();
-    let emergency = sessions
-        .iter()
-        .any(|s| s.current && s.method == "break_glass");
-    let mut ctx = tera::Context::new();
-    ctx.insert("emergency", &emergency);
-    ctx.insert("signed_in", &true);
-    ctx.insert("user", &user);
-    ctx.insert("csrf_token", &csrf);
+    let mut ctx = admin::base_context(&web, &v);
     ctx.insert("tenant", &tenant);
-    ctx.insert("role_name", &role_name);
     ctx.insert("sessions", &rows);
     ctx.insert("credentials", &creds);
     ctx.insert("has_password", &credentials.has_password);
@@ -409,6 +413,16 @@ mod tests {
             .insert_header((header::ACCEPT_LANGUAGE, "ja"))
             .to_http_request();
         assert_eq!(negotiate(&r), (Lang::En, true));
+    }
+
+    #[test]
+    fn the_language_switch_keeps_the_query() {
+        assert_eq!(lang_query(""), "");
+        assert_eq!(lang_query("lang=en"), "");
+        assert_eq!(
+            lang_query("actor=a%40b.jp&lang=ja&offset=50"),
+            "actor=a%40b.jp&offset=50&"
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum TenancyError {
     Validation(Vec<FieldError>),
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
+    #[error("audit trail: {0}")]
+    Audit(#[from] anshin_audit::AuditError),
 }
 
 impl TenancyError {
@@ -57,6 +59,7 @@ impl From<TenancyError> for Problem {
                 Problem::validation(detail, errs)
             }
             TenancyError::Db(e) => Problem::internal(&e),
+            TenancyError::Audit(e) => Problem::from(e),
         }
     }
 }

@@ -10,10 +10,7 @@ impl MigrationName for CreateTenancyTables {
     }
 }
 
-/// The tenant a PostgreSQL transaction is bound to (`app.tenant_id`), or NULL when unset.
-pub const CURRENT_TENANT: &str = "nullif(current_setting('app.tenant_id', true), '')::uuid";
-/// Platform scope: set only by operator commands run from the CLI, never by an HTTP request.
-pub const PLATFORM_SCOPE: &str = "coalesce(current_setting('app.platform', true), '') = 'on'";
+pub use anshin_platform::db::{CURRENT_TENANT, PLATFORM_SCOPE};
 
 #[async_trait::async_trait]
 impl MigrationTrait for CreateTenancyTables {

@@ -185,6 +185,22 @@ pub struct UpdateTenant {
 }
 
 impl UpdateTenant {
+    /// Names of the fields this patch sets, for the audit trail.
+    pub fn changed_fields(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("status", self.status.is_some()),
+            ("reference_pattern", self.reference_pattern.is_some()),
+            ("institution_type", self.institution_type.is_some()),
+            ("bed_count", self.bed_count.is_some()),
+            ("contract_start", self.contract_start.is_some()),
+            ("contract_end", self.contract_end.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, set)| set.then_some(n))
+        .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.name.is_none()
             && self.status.is_none()

@@ -4,6 +4,7 @@ use crate::authz::{self, TenantAction};
 use crate::entity::tenant;
 use crate::model::*;
 use crate::TenancyError;
+use anshin_audit::{Actor, AuditEvent, Outcome, Target};
 use anshin_platform::db::{
     begin_platform_tx, begin_platform_write_tx, begin_tenant_write_tx, is_unique_violation,
     tenant_reader,
@@ -109,6 +110,14 @@ impl TenancyService {
             }
         };
         let t = insert(&tx, req, Some(parent)).await?;
+        audit_tenant(
+            &tx,
+            Actor::from_principal(actor),
+            "tenant.create",
+            &t,
+            serde_json::json!({}),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(tenant = %t.id, slug = %t.slug, "institution created");
         Ok(t)
@@ -125,7 +134,17 @@ impl TenancyService {
         let kind = TenantKind::parse(&row.kind).unwrap_or(TenantKind::Institution);
         authz::check(actor, authz::update_action(kind, patch.is_self_service()))?;
         let status_changes = patch.status.is_some();
+        let before = row.status.clone();
+        let changed = patch.changed_fields();
         let t = apply_update(&tx, row, patch).await?;
+        audit_tenant(
+            &tx,
+            Actor::from_principal(actor),
+            "tenant.update",
+            &t,
+            update_details(&before, &t, &changed),
+        )
+        .await?;
         tx.commit().await?;
         if status_changes {
             crate::tokens::forget_cached_authentications();
@@ -160,6 +179,14 @@ impl TenancyService {
             }
         };
         let t = insert(&tx, req, parent).await?;
+        audit_tenant(
+            &tx,
+            Actor::operator(),
+            "tenant.create",
+            &t,
+            serde_json::json!({}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(t)
     }
@@ -192,7 +219,17 @@ impl TenancyService {
             TenancyError::NotFound(format!("no tenant with slug or id '{slug_or_id}'"))
         })?;
         let status_changes = patch.status.is_some();
+        let before = row.status.clone();
+        let changed = patch.changed_fields();
         let t = apply_update(&tx, row, patch).await?;
+        audit_tenant(
+            &tx,
+            Actor::operator(),
+            "tenant.update",
+            &t,
+            update_details(&before, &t, &changed),
+        )
+        .await?;
         tx.commit().await?;
         if status_changes {
             crate::tokens::forget_cached_authentications();
@@ -237,6 +274,37 @@ async fn find_ref(
         Err(_) => tenant::Entity::find().filter(tenant::Column::Slug.eq(r)),
     };
     Ok(q.one(c).await?)
+}
+
+/// Records a tenant change in the tenant's own trail (its provider reads it too).
+async fn audit_tenant(
+    c: &impl ConnectionTrait,
+    actor: Actor,
+    action: &str,
+    t: &Tenant,
+    details: serde_json::Value,
+) -> Result<(), TenancyError> {
+    let mut d = details;
+    if let serde_json::Value::Object(m) = &mut d {
+        m.insert("slug".into(), t.slug.clone().into());
+        m.insert("kind".into(), t.kind.as_str().into());
+    }
+    anshin_audit::record(
+        c,
+        &AuditEvent::new(t.id, actor, action, Outcome::Success)
+            .target(Target::new("tenant", t.id))
+            .details(d),
+    )
+    .await?;
+    Ok(())
+}
+
+fn update_details(before: &str, t: &Tenant, changed: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "changed": changed,
+        "status_before": before,
+        "status": t.status.as_str(),
+    })
 }
 
 async fn insert(
@@ -318,7 +386,11 @@ async fn insert(
         updated_at: Set(now),
     };
     match model.insert(c).await {
-        Ok(m) => Ok(Tenant::from_model(m)),
+        Ok(m) => {
+            // The audit service keeps its own tenant → provider map for provider-scoped reads.
+            anshin_audit::register_tenant(c, m.id, m.parent_id.unwrap_or(m.id)).await?;
+            Ok(Tenant::from_model(m))
+        }
         Err(e) if is_unique_violation(&e) => Err(TenancyError::Conflict(format!(
             "the slug '{}' is already taken",
             req.slug

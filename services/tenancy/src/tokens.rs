@@ -6,6 +6,7 @@
 use crate::entity::{api_token, tenant};
 use crate::model::TenantStatus;
 use crate::TenancyError;
+use anshin_audit::{Actor, AuditEvent, Outcome, Target};
 use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx};
 use anshin_platform::error::Problem;
 use anshin_platform::http::Authenticator;
@@ -181,6 +182,15 @@ impl TokenService {
         }
         .insert(&tx)
         .await?;
+        anshin_audit::record(
+            &tx,
+            &AuditEvent::new(t.id, Actor::operator(), "api_token.issue", Outcome::Success)
+                .target(Target::new("api_token", m.id))
+                .detail("name", &m.name)
+                .detail("role", &m.role)
+                .detail("expires_at", m.expires_at),
+        )
+        .await?;
         tx.commit().await?;
         Ok(IssuedToken {
             info: TokenInfo::from_model(m),
@@ -198,7 +208,20 @@ impl TokenService {
         let m = if m.revoked_at.is_none() {
             let mut am: api_token::ActiveModel = m.into();
             am.revoked_at = Set(Some(Utc::now()));
-            am.update(&tx).await?
+            let m = am.update(&tx).await?;
+            anshin_audit::record(
+                &tx,
+                &AuditEvent::new(
+                    m.tenant_id,
+                    Actor::operator(),
+                    "api_token.revoke",
+                    Outcome::Success,
+                )
+                .target(Target::new("api_token", m.id))
+                .detail("name", &m.name),
+            )
+            .await?;
+            m
         } else {
             m
         };
@@ -232,6 +255,20 @@ impl TokenService {
             .filter(api_token::Column::RevokedAt.is_null())
             .exec(&tx)
             .await?;
+        if r.rows_affected > 0 {
+            anshin_audit::record(
+                &tx,
+                &AuditEvent::new(
+                    tenant_id,
+                    Actor::operator(),
+                    "api_token.revoke",
+                    Outcome::Success,
+                )
+                .detail("name", name)
+                .detail("count", r.rows_affected),
+            )
+            .await?;
+        }
         tx.commit().await?;
         forget_cached_authentications();
         Ok(r.rows_affected)

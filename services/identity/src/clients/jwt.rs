@@ -75,7 +75,7 @@ impl TokenKeys {
             }
             let pem = generate_pem().map_err(err)?;
             let tmp = path.with_extension(format!("tmp-{}", Uuid::new_v4().simple()));
-            write_private(&tmp, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
+            crate::secrets::write_private(&tmp, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
             let linked = std::fs::hard_link(&tmp, path);
             let _ = std::fs::remove_file(&tmp);
             match linked {
@@ -189,24 +189,6 @@ fn generate_pem() -> Result<String, String> {
     key.to_pkcs8_pem(LineEnding::LF)
         .map(|pem| pem.as_str().to_string())
         .map_err(|e| format!("cannot encode a new key: {e}"))
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
 
 #[cfg(test)]

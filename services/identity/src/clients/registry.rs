@@ -235,6 +235,20 @@ impl ClientService {
                 e.into()
             }
         })?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                m.tenant_id,
+                crate::audit::Actor::from_principal(actor),
+                "client.register",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("api_client", m.id))
+            .detail("client_id", &m.client_id)
+            .detail("role", &m.role)
+            .detail("auth_method", &m.auth_method),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(client = %m.id, client_id = %m.client_id, tenant = %m.tenant_id, role = %m.role, auth_method = %m.auth_method, "machine client registered");
         Ok(RegisteredClient {
@@ -295,7 +309,20 @@ impl ClientService {
             let mut am: api_client::ActiveModel = m.into();
             am.status = Set("revoked".into());
             am.revoked_at = Set(Some(Utc::now()));
-            am.update(&tx).await?
+            let m = am.update(&tx).await?;
+            crate::audit::record(
+                &tx,
+                crate::audit::AuditEvent::new(
+                    m.tenant_id,
+                    crate::audit::Actor::from_principal(actor),
+                    "client.revoke",
+                    crate::audit::Outcome::Success,
+                )
+                .target(crate::audit::Target::new("api_client", m.id))
+                .detail("client_id", &m.client_id),
+            )
+            .await?;
+            m
         };
         tx.commit().await?;
         super::token::forget_cached_clients();

@@ -355,6 +355,31 @@ impl ClientService {
         authorization: Option<&str>,
         form: &HashMap<String, String>,
     ) -> Result<TokenResponse, IdentityError> {
+        let r = self.token_checked(authorization, form).await;
+        if let Err(IdentityError::OAuth { code, description }) = &r {
+            if *code == "invalid_client" || *code == "unauthorized_client" {
+                crate::audit::record_now(
+                    self.db(),
+                    crate::audit::AuditEvent::new(
+                        crate::audit::NO_TENANT,
+                        crate::audit::Actor::anonymous(form.get("client_id").map(String::as_str)),
+                        "client.token",
+                        crate::audit::Outcome::Failure,
+                    )
+                    .reason(description.clone())
+                    .detail("error", code),
+                )
+                .await;
+            }
+        }
+        r
+    }
+
+    async fn token_checked(
+        &self,
+        authorization: Option<&str>,
+        form: &HashMap<String, String>,
+    ) -> Result<TokenResponse, IdentityError> {
         match form.get("grant_type").map(String::as_str) {
             None => return Err(oauth("invalid_request", "grant_type is missing")),
             Some(GRANT_CLIENT_CREDENTIALS) => {}
@@ -422,6 +447,26 @@ impl ClientService {
             .filter(api_client::Column::Id.eq(client.id))
             .exec(&tx)
             .await?;
+        crate::audit::record(
+            &tx,
+            crate::audit::AuditEvent::new(
+                client.tenant_id,
+                crate::audit::Actor {
+                    kind: anshin_audit::ActorKind::Client,
+                    id: Some(client.id.to_string()),
+                    label: Some(client.client_id.clone()),
+                    tenant_id: Some(client.tenant_id),
+                    role: Some(client.role.clone()),
+                    session_id: None,
+                    grant_id: None,
+                },
+                "client.token",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("access_token", &claims.jti))
+            .detail("scope", &claims.scope),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(client = %client.id, client_id = %client.client_id, tenant = %client.tenant_id, scope = %claims.scope, token = %claims.jti, "access token issued");
         Ok(TokenResponse {

@@ -1,8 +1,8 @@
 use sea_orm::entity::prelude::*;
 
 /// A `jti` of a `private_key_jwt` client assertion already used (RFC 7523 §3): kept so the same
-/// assertion cannot be replayed. Rows past `expires_at` are no longer needed but stay (the
-/// application role has no DELETE).
+/// assertion cannot be replayed. Rows whose assertion has expired are pruned by the hourly
+/// identity job (`jobs::prune_client_assertion_jtis`).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "client_assertion_jtis")]
 pub struct Model {

@@ -14,6 +14,6 @@ pub mod maintenance_grant;
 pub mod oidc_flow;
 pub mod password_credential;
 pub mod password_history;
+pub mod password_reset;
 pub mod session;
 pub mod user;
-pub mod user_flag;

@@ -12,6 +12,9 @@ pub struct Model {
     pub failed_count: i32,
     pub last_failed_at: Option<DateTimeUtc>,
     pub locked_until: Option<DateTimeUtc>,
+    /// Set when an administrator reset the password: it no longer signs in, and only the reset
+    /// link can set a new one.
+    pub invalidated_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

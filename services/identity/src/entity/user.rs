@@ -14,6 +14,10 @@ pub struct Model {
     pub status: String,
     pub created_at: DateTimeUtc,
     pub last_sign_in_at: Option<DateTimeUtc>,
+    /// When the stale-account sweep found the account unused for the tenant's
+    /// `stale_after_days` (guideline 14 ⑦). A sign-in after this time means the flag no longer
+    /// holds (the sweep clears the column later).
+    pub stale_flagged_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
