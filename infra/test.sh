@@ -53,11 +53,16 @@ fi
 command -v node >/dev/null 2>&1 || { echo "error: node is needed for the browser tests" >&2; exit 1; }
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
-step "Python peers (virtualenv .venv: aiosmtpd)"
+step "Python peers (virtualenv .venv: aiosmtpd, cryptography; openssl for the RFC 3161 TSA)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "installing Debian's openssl (the audit tests run a real RFC 3161 time-stamping authority with it)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+fi
 
 step "build (the CLI tests run the real anshin binary)"
 cargo build --workspace --bins --locked

@@ -104,7 +104,7 @@ fn fixture() -> Fixture {
     let mut frontier = Frontier::default();
     for leaf in &leaves {
         frontier.push(*leaf);
-        if frontier.size() % BATCH == 0 {
+        if frontier.size().is_multiple_of(BATCH) {
             let body = CheckpointBody::new(
                 log,
                 frontier.size(),
@@ -242,6 +242,18 @@ fn benches(c: &mut Criterion) {
     }
     g.finish();
 
+    // SHA-256 leaf hashes of lines of other typical sizes, one thread.
+    let mut g = c.benchmark_group("sha256_leaf_by_size");
+    g.sample_size(20);
+    for size in [256usize, 512, 1024, 2048] {
+        let lines: Vec<String> = (0..20_000).map(|i| format!("{i:0size$}")).collect();
+        g.throughput(Throughput::Bytes((size * lines.len()) as u64));
+        g.bench_with_input(BenchmarkId::new("bytes", size), &lines, |b, lines| {
+            b.iter(|| black_box(sha256_leaves(lines, 1)))
+        });
+    }
+    g.finish();
+
     // The parts of the per-line work, on one thread.
     let mut g = c.benchmark_group("per_line_100k");
     g.sample_size(20);
@@ -268,37 +280,6 @@ fn benches(c: &mut Criterion) {
                 }
             }
             black_box(n)
-        })
-    });
-    eprintln!(
-        "fast path reads {} of {}",
-        sample
-            .iter()
-            .filter(|l| verify::fast_entry_probe(l.as_bytes()).is_some())
-            .count(),
-        sample.len()
-    );
-    g.bench_function("probe_fast", |b| {
-        b.iter(|| {
-            let mut n = 0u64;
-            for l in &sample {
-                if let Some(verify::LineFieldsOf::Entry { seq, .. }) =
-                    verify::fast_entry_probe(l.as_bytes())
-                {
-                    n += seq;
-                }
-            }
-            black_box(n)
-        })
-    });
-    g.bench_function("probe_utf8", |b| {
-        b.iter(|| {
-            black_box(
-                sample
-                    .iter()
-                    .filter(|l| verify::utf8_probe(l.as_bytes()))
-                    .count(),
-            )
         })
     });
     g.finish();

@@ -1,11 +1,16 @@
 //! Offline verification of an export (`anshin-audit-export/1`, `docs/audit-verification.md`):
 //! everything is recomputed from the file and the public keys; nothing is asked of the server.
 //!
-//! Entry lines are parsed for the four fields the checks need (`type`, `log`, `seq`, `prev`;
-//! the event is skipped with [`IgnoredAny`], which still checks that it is well-formed JSON)
-//! and their raw bytes hashed, on several threads, while the next chunk is read. The
-//! sequential checks (contiguous `seq`, the `prev` chain) then run over compact records with a
-//! window of the entries that follow, so that a failure can be blamed on the right entry.
+//! Entry lines are read for the four fields the checks need (`type`, `log`, `seq`, `prev`; the
+//! event is only checked to be valid JSON, see [`line_fields`]) and their raw bytes hashed, by
+//! all threads in small tasks, while the next chunk is read. The sequential checks (contiguous
+//! `seq`, the `prev` chain) run over compact records with a window of the entries that follow,
+//! so that a failure is blamed on the right entry; they also hash aligned blocks of leaves, so
+//! that the checkpoint roots need few hashes once the proof line (the last) is read.
+//!
+//! The first failure is reported ([`VerifyError`]: what is wrong, the line and the entry's
+//! `seq`); on success the [`VerifyReport`] lists the checkpoints and which entries each one
+//! first sealed.
 
 use crate::checkpoint::{
     key_id_of, verify_signature, CheckpointBody, PublicKeyInfo, CHECKPOINT_TYPE,
@@ -13,7 +18,7 @@ use crate::checkpoint::{
 use crate::entry::{ENTRY_TYPE, GENESIS_PREV};
 use crate::event::ClockStamp;
 use crate::format::{CheckpointLine, Header, NodeLine, ProofLine, FORMAT};
-use crate::merkle::{leaf_hash, root_with_right, Frontier, Hash, RangeNode};
+use crate::merkle::{leaf_hash, node_hash, root_with_right, Frontier, Hash, RangeNode};
 use chrono::{DateTime, Utc};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -255,7 +260,8 @@ pub fn verify<R: BufRead>(
     verify_with_threads(input, trusted_keys, threads)
 }
 
-/// [`verify`] with a given number of hashing threads (1 = none besides the reader).
+/// [`verify`] with a given number of threads parsing and hashing the entries (the calling
+/// thread, which also reads and checks, counts as one).
 pub fn verify_with_threads<R: BufRead>(
     input: R,
     trusted_keys: Option<&[PublicKeyInfo]>,
@@ -279,7 +285,15 @@ pub fn verify_with_threads<R: BufRead>(
     let mut chain = Chain::new(&header);
     let rest = read_entries(&mut lines, &mut chain, threads.max(1))?;
     let tail = read_tail(&header, rest).and_then(|t| {
-        checkpoints_and_proof(&header, &keys, t, lines.line + 1, &chain.leaves, threads)
+        checkpoints_and_proof(
+            &header,
+            &keys,
+            t,
+            lines.line + 1,
+            &chain.leaves,
+            &chain.blocks,
+            threads,
+        )
     });
     if let Some((a, b)) = chain.end_twin {
         // The last seq twice, both chaining: keep the copy the roots accept; the other one
@@ -292,7 +306,7 @@ pub fn verify_with_threads<R: BufRead>(
         }
         let b_sealed = !a_sealed
             && tail.as_ref().is_ok_and(|t| {
-                check_roots(&header, &chain.leaves, &t.proof, t.proof_line, &t.cps).is_ok()
+                check_roots(&header, &chain.leaves, &[], &t.proof, t.proof_line, &t.cps).is_ok()
             });
         let (x, other) = if b_sealed { (a, b) } else { (b, a) };
         return Err(fail(
@@ -314,7 +328,14 @@ pub fn verify_with_threads<R: BufRead>(
     chain.check_first_prev(proof.prev_hash)?;
     match roots {
         Some(r) => r?,
-        None => check_roots(&header, &chain.leaves, &proof, proof_line, &cps)?,
+        None => check_roots(
+            &header,
+            &chain.leaves,
+            &chain.blocks,
+            &proof,
+            proof_line,
+            &cps,
+        )?,
     }
 
     let covered = cps.last().map_or(0, |c| c.tree_size);
@@ -367,6 +388,7 @@ fn checkpoints_and_proof(
     tail: Tail,
     end_line: u64,
     leaves: &[Hash],
+    blocks: &[Hash],
     threads: usize,
 ) -> Result<Checked, VerifyError> {
     let proof = tail
@@ -407,7 +429,9 @@ fn checkpoints_and_proof(
     let all = pre.len() == tail.checkpoints.len();
     let (sigs, roots) = std::thread::scope(|s| {
         let roots = match (&proof, all) {
-            (Ok((line, p)), true) => Some(s.spawn(|| check_roots(header, leaves, p, *line, &pre))),
+            (Ok((line, p)), true) => {
+                Some(s.spawn(|| check_roots(header, leaves, blocks, p, *line, &pre)))
+            }
             _ => None,
         };
         let sigs = signatures(keys, &tail.checkpoints, threads);
@@ -609,7 +633,8 @@ fn line_of(first: u64, seq: u64) -> u64 {
 struct Rec {
     line: u64,
     seq: u64,
-    log: Uuid,
+    /// The entry's log when it is not the export's.
+    other_log: Option<Uuid>,
     prev: Hash,
     leaf: Hash,
 }
@@ -664,16 +689,6 @@ pub fn line_fields(line: &[u8]) -> Result<LineFieldsOf<'_>, LineError> {
     slow(text)
 }
 
-#[doc(hidden)]
-pub fn fast_entry_probe(line: &[u8]) -> Option<LineFieldsOf<'_>> {
-    fast::entry(line)
-}
-
-#[doc(hidden)]
-pub fn utf8_probe(line: &[u8]) -> bool {
-    std::str::from_utf8(line).is_ok()
-}
-
 /// [`line_fields`] with serde_json.
 fn slow(text: &str) -> Result<LineFieldsOf<'_>, LineError> {
     let err = |seq: Option<u64>, message: String| LineError { seq, message };
@@ -701,13 +716,13 @@ mod fast {
     const PREV: &[u8] = b"\",\"prev\":\"";
     const SEQ: &[u8] = b"\",\"seq\":";
     const TAIL: &[u8] = b",\"type\":\"entry\"}";
-    /// Nesting limit, as serde_json's.
+    /// Nesting limit, as serde_json's for parsed values.
     const DEPTH: u32 = 128;
 
     /// `None`: not a canonical entry line (the caller falls back to a full parse, which
     /// also reports what is wrong).
     pub(super) fn entry(b: &[u8]) -> Option<LineFieldsOf<'_>> {
-        let i = skip_value(b, b.strip_prefix(HEAD).map(|_| HEAD.len())?, DEPTH)?;
+        let i = skip_value(b, b.strip_prefix(HEAD).map(|_| HEAD.len())?)?;
         let rest = b.get(i..)?.strip_prefix(LOG)?;
         let (log, rest) = (rest.get(..36)?, rest.get(36..)?.strip_prefix(PREV)?);
         let (prev, rest) = (rest.get(..64)?, rest.get(64..)?.strip_prefix(SEQ)?);
@@ -716,7 +731,7 @@ mod fast {
             return None;
         }
         let seq = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-        let plain = |s: &[u8]| s.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-');
+        // The two strings end where the layout says only if they hold no quote or backslash.
         if !plain(log) || !plain(prev) {
             return None;
         }
@@ -727,6 +742,15 @@ mod fast {
         })
     }
 
+    fn plain(s: &[u8]) -> bool {
+        s.chunks(8).all(|c| {
+            let mut w = [b'a'; 8];
+            w[..c.len()].copy_from_slice(c);
+            special(u64::from_le_bytes(w)) == 0
+        })
+    }
+
+    #[inline(always)]
     fn ws(b: &[u8], mut i: usize) -> usize {
         while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             i += 1;
@@ -735,53 +759,86 @@ mod fast {
     }
 
     /// The index after the JSON value starting at `i` (after whitespace), if it is valid.
-    fn skip_value(b: &[u8], i: usize, depth: u32) -> Option<usize> {
-        let i = ws(b, i);
-        match *b.get(i)? {
-            b'"' => skip_string(b, i + 1),
-            b'{' => {
-                let depth = depth.checked_sub(1)?;
-                let mut i = ws(b, i + 1);
-                if b.get(i) == Some(&b'}') {
-                    return Some(i + 1);
-                }
-                loop {
-                    if b.get(i) != Some(&b'"') {
+    /// Iterative: `stack` holds one bit per open container (1: object, 0: array).
+    fn skip_value(b: &[u8], mut i: usize) -> Option<usize> {
+        let mut stack: u128 = 0;
+        let mut depth = 0u32;
+        'value: loop {
+            i = ws(b, i);
+            match *b.get(i)? {
+                b'"' => i = skip_string(b, i + 1)?,
+                b'{' => {
+                    depth += 1;
+                    if depth > DEPTH {
                         return None;
                     }
-                    i = ws(b, skip_string(b, i + 1)?);
-                    if b.get(i) != Some(&b':') {
+                    stack = stack << 1 | 1;
+                    i = ws(b, i + 1);
+                    if b.get(i) == Some(&b'}') {
+                        i += 1;
+                        depth -= 1;
+                        stack >>= 1;
+                    } else {
+                        i = key(b, i)?;
+                        continue 'value;
+                    }
+                }
+                b'[' => {
+                    depth += 1;
+                    if depth > DEPTH {
                         return None;
                     }
-                    i = ws(b, skip_value(b, i + 1, depth)?);
-                    match *b.get(i)? {
-                        b',' => i = ws(b, i + 1),
-                        b'}' => return Some(i + 1),
-                        _ => return None,
+                    stack <<= 1;
+                    i = ws(b, i + 1);
+                    if b.get(i) == Some(&b']') {
+                        i += 1;
+                        depth -= 1;
+                        stack >>= 1;
+                    } else {
+                        continue 'value;
                     }
                 }
+                b't' => i = b[i..].starts_with(b"true").then_some(i + 4)?,
+                b'f' => i = b[i..].starts_with(b"false").then_some(i + 5)?,
+                b'n' => i = b[i..].starts_with(b"null").then_some(i + 4)?,
+                b'-' | b'0'..=b'9' => i = skip_number(b, i)?,
+                _ => return None,
             }
-            b'[' => {
-                let depth = depth.checked_sub(1)?;
-                let mut i = ws(b, i + 1);
-                if b.get(i) == Some(&b']') {
-                    return Some(i + 1);
+            // After a value: a separator, or the end of containers.
+            loop {
+                if depth == 0 {
+                    return Some(i);
                 }
-                loop {
-                    i = ws(b, skip_value(b, i, depth)?);
-                    match *b.get(i)? {
-                        b',' => i += 1,
-                        b']' => return Some(i + 1),
-                        _ => return None,
+                i = ws(b, i);
+                let object = stack & 1 == 1;
+                match (*b.get(i)?, object) {
+                    (b',', true) => {
+                        i = key(b, ws(b, i + 1))?;
+                        continue 'value;
                     }
+                    (b',', false) => {
+                        i += 1;
+                        continue 'value;
+                    }
+                    (b'}', true) | (b']', false) => {
+                        i += 1;
+                        depth -= 1;
+                        stack >>= 1;
+                    }
+                    _ => return None,
                 }
             }
-            b't' => b[i..].starts_with(b"true").then_some(i + 4),
-            b'f' => b[i..].starts_with(b"false").then_some(i + 5),
-            b'n' => b[i..].starts_with(b"null").then_some(i + 4),
-            b'-' | b'0'..=b'9' => skip_number(b, i),
-            _ => None,
         }
+    }
+
+    /// `"key":` at `i`; the index after the colon.
+    #[inline(always)]
+    fn key(b: &[u8], i: usize) -> Option<usize> {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let i = ws(b, skip_string(b, i + 1)?);
+        (b.get(i) == Some(&b':')).then_some(i + 1)
     }
 
     fn digits(b: &[u8], mut i: usize) -> usize {
@@ -824,9 +881,9 @@ mod fast {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
 
-    /// High bit set in each byte of `x` that is `"`, `\\` or a control character; the lowest
-    /// one marks the first such byte (bytes above it may be false positives).
-    #[inline]
+    /// High bit set in each byte of `x` that is a quote, a backslash or a control character;
+    /// the lowest one marks the first such byte (bytes above it may be false positives).
+    #[inline(always)]
     fn special(x: u64) -> u64 {
         let q = x ^ (ONES * u64::from(b'"'));
         let s = x ^ (ONES * u64::from(b'\\'));
@@ -837,6 +894,7 @@ mod fast {
     }
 
     /// The index after the closing quote of the string whose content starts at `i`.
+    #[inline(always)]
     fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
         loop {
             while let Some(w) = b.get(i..).and_then(|r| r.first_chunk::<8>()) {
@@ -861,53 +919,122 @@ mod fast {
     }
 }
 
-fn parse_line(line: u64, bytes: &[u8]) -> Parsed {
+/// Hex digit values; 0xff for anything else.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// 64 hex digits to a hash.
+fn hash_hex(s: &[u8]) -> Option<Hash> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
+    }
+    (bad & 0xf0 == 0).then_some(out)
+}
+
+/// The export's log, to compare entry lines with.
+#[derive(Clone, Copy)]
+struct LogId {
+    id: Uuid,
+    /// Hyphenated, lowercase: how Anshin writes it.
+    text: [u8; 36],
+}
+
+impl LogId {
+    fn new(id: Uuid) -> Self {
+        let mut text = [0u8; 36];
+        id.hyphenated().encode_lower(&mut text);
+        Self { id, text }
+    }
+}
+
+fn parse_line(line: u64, bytes: &[u8], log_id: &LogId) -> Parsed {
     let bad = |seq: Option<u64>, message: String| Parsed::Item(Item::Bad { line, seq, message });
     let (log, seq, prev) = match line_fields(bytes) {
         Ok(LineFieldsOf::Entry { log, seq, prev }) => (log, seq, prev),
         Ok(_) => return Parsed::Other,
         Err(e) => return bad(e.seq, e.message),
     };
-    let Ok(log) = Uuid::try_parse(log) else {
-        return bad(Some(seq), format!("log '{log}' is not a UUID"));
+    let other_log = if log.as_bytes() == log_id.text {
+        None
+    } else {
+        match Uuid::try_parse(log) {
+            Ok(id) if id == log_id.id => None,
+            Ok(id) => Some(id),
+            Err(_) => return bad(Some(seq), format!("log '{log}' is not a UUID")),
+        }
     };
-    let mut p = [0u8; 32];
-    if prev.len() != 64 || hex::decode_to_slice(prev, &mut p).is_err() {
+    let Some(prev) = hash_hex(prev.as_bytes()) else {
         return bad(Some(seq), "prev is not 64 hex digits".into());
-    }
+    };
     Parsed::Item(Item::Entry(Rec {
         line,
         seq,
-        log,
-        prev: p,
+        other_log,
+        prev,
         leaf: leaf_hash(bytes),
     }))
 }
 
-/// Parses a chunk on `threads` threads while `read` runs on this one.
-fn parse_chunk_while<T>(c: &Chunk, threads: usize, read: impl FnOnce() -> T) -> (Vec<Parsed>, T) {
+/// Parses a chunk on `threads` threads (this one included, once `read` has run), in tasks
+/// of a few hundred lines.
+fn parse_chunk_while<T>(
+    c: &Chunk,
+    log: &LogId,
+    threads: usize,
+    read: impl FnOnce() -> T,
+) -> (Vec<Vec<Parsed>>, T) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Lines per task: small enough that the threads finish together.
+    const TASK: usize = 512;
     let n = c.spans.len();
-    let per = n.div_ceil(threads).max(1);
+    let tasks = n.div_ceil(TASK);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let t = next.fetch_add(1, Ordering::Relaxed);
+            if t >= tasks {
+                return done;
+            }
+            let part = (t * TASK..((t + 1) * TASK).min(n))
+                .map(|i| parse_line(c.first_line + i as u64, c.line(i), log))
+                .collect::<Vec<_>>();
+            done.push((t, part));
+        }
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .step_by(per)
-            .map(|start| {
-                s.spawn(move || {
-                    (start..(start + per).min(n))
-                        .map(|i| parse_line(c.first_line + i as u64, c.line(i)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
         let read = read();
-        let mut out = Vec::with_capacity(n);
+        // Then this thread helps with what is left.
+        let mut parts = work();
         for h in handles {
             match h.join() {
-                Ok(v) => out.extend(v),
+                Ok(v) => parts.extend(v),
                 Err(p) => std::panic::resume_unwind(p),
             }
         }
-        (out, read)
+        parts.sort_unstable_by_key(|(t, _)| *t);
+        (parts.into_iter().map(|(_, p)| p).collect(), read)
     })
 }
 
@@ -920,17 +1047,18 @@ fn read_entries<R: BufRead>(
 ) -> Result<Vec<(u64, Vec<u8>)>, VerifyError> {
     let mut window: VecDeque<Item> = VecDeque::with_capacity(LOOKAHEAD + CHUNK_LINES);
     let mut rest = Vec::new();
+    let log = LogId::new(chain.log);
     let (mut cur, mut next) = (Chunk::default(), Chunk::default());
     lines.fill(&mut cur)?;
     let mut done = false;
     while !done && !cur.spans.is_empty() {
         // While the chunk is parsed: read the next one and check the entries before it.
-        let (parsed, (read, checked)) = parse_chunk_while(&cur, threads, || {
+        let (parsed, (read, checked)) = parse_chunk_while(&cur, &log, threads, || {
             let read = lines.fill(&mut next);
             (read, drain(chain, &mut window, LOOKAHEAD))
         });
         checked?;
-        for (i, p) in parsed.into_iter().enumerate() {
+        for (i, p) in parsed.into_iter().flatten().enumerate() {
             match p {
                 Parsed::Item(item) => window.push_back(item),
                 Parsed::Other => {
@@ -985,6 +1113,26 @@ struct Chain {
     /// into the chain, the other). Decided by the checkpoint roots.
     end_twin: Option<(Rec, Rec)>,
     leaves: Vec<Hash>,
+    /// Roots of the aligned blocks of [`BLOCK`] leaves inside `[first, last)`, computed as the
+    /// entries stream by, so that recomputing the roots at the end needs few hashes.
+    blocks: Vec<Hash>,
+}
+
+/// Leaves per block (a power of two).
+const BLOCK: u64 = 64;
+
+/// The root of a perfect subtree of [`BLOCK`] leaves.
+fn block_root(leaves: &[Hash]) -> Hash {
+    let mut buf = [[0u8; 32]; BLOCK as usize];
+    buf.copy_from_slice(leaves);
+    let mut n = buf.len();
+    while n > 1 {
+        for i in 0..n / 2 {
+            buf[i] = node_hash(&buf[2 * i], &buf[2 * i + 1]);
+        }
+        n /= 2;
+    }
+    buf[0]
 }
 
 fn entry_at(window: &VecDeque<Item>, i: usize) -> Option<&Rec> {
@@ -1005,7 +1153,8 @@ impl Chain {
             first_rec: None,
             undecided_twin: false,
             end_twin: None,
-            leaves: Vec::with_capacity((h.last - h.first).min(1 << 24) as usize),
+            leaves: Vec::with_capacity((h.last - h.first).min(1 << 21) as usize),
+            blocks: Vec::new(),
         }
     }
 
@@ -1025,13 +1174,13 @@ impl Chain {
         };
         let exp = self.expected;
         let here = |f: Failure, seq: u64, m: String| Err(fail(f, Some(r.line), Some(seq), m));
-        if r.log != self.log {
+        if let Some(other) = r.other_log {
             return here(
                 Failure::WrongLog,
                 r.seq,
                 format!(
                     "the entry belongs to log {}, the export to {}",
-                    r.log, self.log
+                    other, self.log
                 ),
             );
         }
@@ -1126,6 +1275,11 @@ impl Chain {
             Some(_) => {}
         }
         self.leaves.push(r.leaf);
+        let end = self.first + self.leaves.len() as u64;
+        if end.is_multiple_of(BLOCK) && end - BLOCK >= self.first {
+            let lo = self.leaves.len() - BLOCK as usize;
+            self.blocks.push(block_root(&self.leaves[lo..]));
+        }
         self.prev = Some(r);
         self.expected += 1;
         Ok(())
@@ -1512,33 +1666,80 @@ impl Proof {
     }
 }
 
-/// Recomputes every checkpoint's root from the left nodes, the entries' leaf hashes and the
-/// right nodes, in increasing tree size.
+/// A frontier that takes aligned perfect subtrees as well as leaves.
+struct Stack {
+    size: u64,
+    /// (level, hash): a perfect subtree of 2^level leaves; levels strictly decrease.
+    nodes: Vec<(u32, Hash)>,
+}
+
+impl Stack {
+    /// Pushes a perfect subtree of 2^level leaves (`size` must be a multiple of it).
+    fn push(&mut self, level: u32, hash: Hash) {
+        self.nodes.push((level, hash));
+        self.size += 1 << level;
+        while self.nodes.len() >= 2 {
+            let n = self.nodes.len();
+            let ((la, a), (lb, b)) = (self.nodes[n - 2], self.nodes[n - 1]);
+            if la != lb {
+                break;
+            }
+            self.nodes.truncate(n - 2);
+            self.nodes.push((la + 1, node_hash(&a, &b)));
+        }
+    }
+
+    fn root(&self) -> Hash {
+        let mut it = self.nodes.iter().rev();
+        let Some((_, last)) = it.next() else {
+            return crate::merkle::empty_root();
+        };
+        it.fold(*last, |acc, (_, n)| node_hash(n, &acc))
+    }
+}
+
+/// Recomputes every checkpoint's root from the left nodes, the entries' leaf hashes (and the
+/// roots of whole blocks of them, where given) and the right nodes, in increasing tree size.
 fn check_roots(
     h: &Header,
     leaves: &[Hash],
+    blocks: &[Hash],
     proof: &Proof,
     proof_line: u64,
     cps: &[CheckpointReport],
 ) -> Result<(), VerifyError> {
     let (first, last) = (h.first, h.last);
-    let mut frontier = Frontier::new(first, proof.left.clone())
-        .map_err(|e| fail(Failure::Proof, Some(proof_line), None, e.to_string()))?;
-    let mut pushed = first;
+    let mut stack = Stack {
+        size: 0,
+        nodes: Vec::with_capacity(64),
+    };
+    for ((lo, hi), hash) in decomposition(first).into_iter().zip(&proof.left) {
+        stack.push((hi - lo).trailing_zeros(), *hash);
+    }
+    let block_base = first.div_ceil(BLOCK) * BLOCK;
+    let advance = |stack: &mut Stack, to: u64| {
+        while stack.size < to {
+            let at = stack.size;
+            if at.is_multiple_of(BLOCK) && at + BLOCK <= to {
+                if let Some(b) = blocks.get(((at - block_base) / BLOCK) as usize) {
+                    stack.push(BLOCK.trailing_zeros(), *b);
+                    continue;
+                }
+            }
+            stack.push(0, leaves[(at - first) as usize]);
+        }
+    };
     // Tree size of the last checkpoint that verified.
     let mut verified: Option<u64> = None;
     for c in cps {
         let root = if c.tree_size <= last {
-            for leaf in &leaves[(pushed - first) as usize..(c.tree_size - first) as usize] {
-                frontier.push(*leaf);
-            }
-            pushed = c.tree_size;
-            Some(frontier.root())
+            advance(&mut stack, c.tree_size);
+            Some(stack.root())
         } else {
-            for leaf in &leaves[(pushed - first) as usize..] {
-                frontier.push(*leaf);
-            }
-            pushed = last;
+            advance(&mut stack, last);
+            let nodes = stack.nodes.iter().map(|(_, h)| *h).collect();
+            let frontier = Frontier::new(last, nodes)
+                .map_err(|e| fail(Failure::Proof, Some(proof_line), None, e.to_string()))?;
             let right = proof
                 .right
                 .iter()
@@ -1559,7 +1760,7 @@ fn check_roots(
                 ),
             ));
         };
-        if hex::encode(root) == c.root_hash {
+        if hash_hex(c.root_hash.as_bytes()) == Some(root) {
             verified = Some(c.tree_size);
             continue;
         }
@@ -1881,6 +2082,39 @@ mod tests {
         assert!(matches!(r.keys, KeyTrust::Supplied(_)));
         let b64 = l.signer.public_key().public_key;
         assert_eq!(trusted_ed25519_key(&b64).unwrap(), l.signer.public_key());
+    }
+
+    #[test]
+    fn roots_from_blocks_and_leaves_agree() {
+        let l = build(&[70, 64, 1, 130, 35, 64, 10]);
+        for (first, last) in [
+            (0, 374),
+            (5, 290),
+            (64, 128),
+            (63, 129),
+            (65, 300),
+            (128, 192),
+            (200, 374),
+        ] {
+            let r =
+                check(&l.export(first, last)).unwrap_or_else(|e| panic!("{first}..{last}: {e}"));
+            assert_eq!(r.entries, last - first);
+            let mut lines = l.export(first, last);
+            let i = line(first, last - 1);
+            lines[i] = lines[i].replacen("test.action", "test.actioN", 1);
+            expect(check(&lines), Failure::Altered, last - 1, first);
+        }
+    }
+
+    #[test]
+    fn hex_hashes() {
+        let h = [0xabu8; 32];
+        assert_eq!(hash_hex(hex::encode(h).as_bytes()), Some(h));
+        assert_eq!(hash_hex(hex::encode_upper(h).as_bytes()), Some(h));
+        assert_eq!(hash_hex(&[b'a'; 63]), None);
+        let mut bad = hex::encode(h).into_bytes();
+        bad[7] = b'g';
+        assert_eq!(hash_hex(&bad), None);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `docs/audit-verification.md` with hashlib and `cryptography` only) accepts what Anshin
 //! exports and rejects a tampered export, naming the offending entry.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
 use anshin_audit::assemble::{select_rows, write_export, CheckpointRow, ExportParts};
 use anshin_audit::checkpoint::CheckpointBody;
 use anshin_audit::entry::{encode_raw, GENESIS_PREV};

@@ -313,11 +313,19 @@ impl IdentityService {
         // checked against the work plan.
         crate::audit::record_now(
             self.db(),
-            crate::audit::AuditEvent::new(g.institution_id, crate::audit::Actor::from_principal(&acting), "maintenance_grant.access", crate::audit::Outcome::Success)
-                .target(crate::audit::Target::new("maintenance_grant", g.id))
-                .detail("work_plan_ref", &g.work_plan_ref)
-                .detail("scope", &g.scope)
-                .detail("request", anshin_platform::http::current_client().and_then(|c| c.route)),
+            crate::audit::AuditEvent::new(
+                g.institution_id,
+                crate::audit::Actor::from_principal(&acting),
+                "maintenance_grant.access",
+                crate::audit::Outcome::Success,
+            )
+            .target(crate::audit::Target::new("maintenance_grant", g.id))
+            .detail("work_plan_ref", &g.work_plan_ref)
+            .detail("scope", &g.scope)
+            .detail(
+                "request",
+                anshin_platform::http::current_client().and_then(|c| c.route),
+            ),
         )
         .await;
         Ok(acting)
