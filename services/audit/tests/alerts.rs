@@ -275,7 +275,7 @@ fn sealer(db: &TestDb, engine: AlertEngine) -> Sealer {
 
 fn services(db: &TestDb) -> (AlertService, SecretBox) {
     let rules = Arc::new(RuleSet::shipped().unwrap());
-    let secrets = SecretBox::load_or_create(&db.data_dir).unwrap();
+    let secrets = anshin_audit::alerts::secretbox::load(&db.data_dir).unwrap();
     (
         AlertService::new(db.app.clone(), rules, secrets.clone()),
         secrets,

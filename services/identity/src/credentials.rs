@@ -3,6 +3,7 @@
 //! refused, the password lock an administrator sees and lifts, and the per-tenant attestation
 //! policy that can restrict registration to hospital-issued key models.
 
+use crate::access::{require_admin, require_reader};
 use crate::audit::{Actor, AuditEvent, Outcome, Target};
 use crate::entity::{attestation_policy, credential, password_credential, password_history, user};
 use crate::error::IdentityError;
@@ -11,7 +12,7 @@ use crate::service::{
     StoredAuthenticator, CEREMONY_ADD, CEREMONY_PASSWORD_SIGN_IN,
 };
 use anshin_platform::db::{begin_platform_tx, begin_tenant_write_tx, tenant_reader};
-use anshin_platform::{Principal, Role, Subject};
+use anshin_platform::{Principal, Subject};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -191,16 +192,6 @@ fn validate_policy(p: &AttestationPolicy) -> Result<Option<AttestationCaList>, I
             Ok(Some(b.build()))
         }
     }
-}
-
-pub(crate) fn require_admin(p: &Principal, what: &str) -> Result<(), IdentityError> {
-    if p.grant.is_some() || !matches!(p.role, Role::ProviderAdmin | Role::InstitutionAdmin) {
-        return Err(IdentityError::Forbidden(format!(
-            "the role {} may not {what}",
-            p.role
-        )));
-    }
-    Ok(())
 }
 
 fn user_of(p: &Principal) -> Result<Uuid, IdentityError> {
@@ -872,17 +863,7 @@ impl IdentityService {
             .one(&r)
             .await?
             .ok_or_else(|| IdentityError::NotFound("no account with this id".into()))?;
-        if p.grant.is_some()
-            || !matches!(
-                p.role,
-                Role::ProviderAdmin | Role::InstitutionAdmin | Role::Auditor
-            )
-        {
-            return Err(IdentityError::Forbidden(format!(
-                "the role {} may not see password states",
-                p.role
-            )));
-        }
+        require_reader(p, "see password states")?;
         let pw = password_credential::Entity::find_by_id(u.id)
             .one(&r)
             .await?;

@@ -2,6 +2,7 @@
 //! creation and last sign-in, and the admin's levers: disable or re-enable an account, end all of
 //! its sessions.
 
+use crate::access::{require_admin, require_reader};
 use crate::entity::{credential, federated_identity, session, user};
 use crate::error::IdentityError;
 use anshin_platform::db::{begin_tenant_write_tx, tenant_reader};
@@ -57,29 +58,10 @@ pub struct AccountChange {
     pub status: String,
 }
 
-fn require_admin(p: &Principal) -> Result<(), IdentityError> {
-    if matches!(p.role, Role::ProviderAdmin | Role::InstitutionAdmin) {
-        Ok(())
-    } else {
-        Err(IdentityError::Forbidden(format!(
-            "the role {} may not manage accounts",
-            p.role
-        )))
-    }
-}
-
 impl IdentityService {
     /// Every account of the caller's own tenant (admins and auditors).
     pub async fn inventory(&self, actor: &Principal) -> Result<Vec<AccountEntry>, IdentityError> {
-        if !matches!(
-            actor.role,
-            Role::ProviderAdmin | Role::InstitutionAdmin | Role::Auditor
-        ) {
-            return Err(IdentityError::Forbidden(format!(
-                "the role {} may not read the account inventory",
-                actor.role
-            )));
-        }
+        require_reader(actor, "read the account inventory")?;
         let r = tenant_reader(self.db(), actor.tenant_id).await?;
         let users = user::Entity::find()
             .filter(user::Column::TenantId.eq(actor.tenant_id))
@@ -153,7 +135,7 @@ impl IdentityService {
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
         let u = account_in(&tx, actor.tenant_id, user_id).await?;
         // Scope first (404 outside the tenant), then role (403), as everywhere.
-        require_admin(actor)?;
+        require_admin(actor, "manage accounts")?;
         crate::audit::record(
             &tx,
             crate::audit::AuditEvent::new(
@@ -193,7 +175,7 @@ impl IdentityService {
     ) -> Result<u64, IdentityError> {
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
         account_in(&tx, actor.tenant_id, user_id).await?;
-        require_admin(actor)?;
+        require_admin(actor, "manage accounts")?;
         let n = end_all(&tx, actor.tenant_id, user_id, "ended_by_admin").await?;
         crate::audit::record(
             &tx,

@@ -3,6 +3,7 @@
 //! server-side session; every ceremony is stored server-side, single-use and expiring, so any
 //! replica can finish what another began.
 
+mod access;
 mod audit;
 pub mod break_glass;
 pub mod clients;
@@ -22,7 +23,8 @@ pub mod password_reset;
 pub mod policy;
 pub mod review;
 pub mod routes;
-pub mod secretbox;
+/// The secret box moved to the platform (audit alerts use it too); re-exported for callers.
+pub use anshin_platform::secretbox;
 mod secrets;
 pub mod service;
 

@@ -10,14 +10,15 @@
 //! (the policy and reuse rules apply) and then signs in with password and security key as
 //! usual. Only the link's hash is stored; a newer reset of the same account voids older links.
 
-use crate::credentials::{require_admin, STEP_UP_WINDOW_MINUTES};
+use crate::access::{require_admin, require_reader};
+use crate::credentials::STEP_UP_WINDOW_MINUTES;
 use crate::entity::{password_credential, password_reset, user};
 use crate::error::IdentityError;
 use crate::inventory::{account_in, end_all};
 use crate::secrets::{random_token, sha256_hex};
 use crate::service::IdentityService;
 use anshin_platform::db::{begin_platform_tx, begin_tenant_write_tx, tenant_reader};
-use anshin_platform::{Principal, Role, Subject};
+use anshin_platform::{Principal, Subject};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
@@ -317,17 +318,7 @@ impl IdentityService {
             .one(&r)
             .await?
             .ok_or_else(|| IdentityError::NotFound("no account with this id".into()))?;
-        if p.grant.is_some()
-            || !matches!(
-                p.role,
-                Role::ProviderAdmin | Role::InstitutionAdmin | Role::Auditor
-            )
-        {
-            return Err(IdentityError::Forbidden(format!(
-                "the role {} may not see password resets",
-                p.role
-            )));
-        }
+        require_reader(p, "see password resets")?;
         let rows = password_reset::Entity::find()
             .filter(password_reset::Column::UserId.eq(user_id))
             .filter(password_reset::Column::TenantId.eq(p.tenant_id))

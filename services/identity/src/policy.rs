@@ -4,6 +4,7 @@
 //! configured idle timeout (`identity.session_idle_timeout_secs`, 15 minutes unless changed),
 //! stale after 90 days, disabled 30 days after being flagged.
 
+use crate::access::require_admin;
 use crate::entity::identity_policy as policy;
 use crate::error::IdentityError;
 use crate::service::IdentityService;
@@ -147,17 +148,6 @@ fn view(tenant_id: Uuid, m: Option<policy::Model>, defaults: PolicySettings) -> 
     }
 }
 
-fn require_admin(p: &Principal) -> Result<(), IdentityError> {
-    if matches!(p.role, Role::ProviderAdmin | Role::InstitutionAdmin) && p.grant.is_none() {
-        Ok(())
-    } else {
-        Err(IdentityError::Forbidden(format!(
-            "the role {} may not change the identity policy",
-            p.role
-        )))
-    }
-}
-
 impl IdentityService {
     /// The policy defaults of this deployment (idle timeout from the configuration).
     pub fn policy_defaults(&self) -> PolicySettings {
@@ -204,7 +194,7 @@ impl IdentityService {
         actor: &Principal,
         s: PolicySettings,
     ) -> Result<PolicyView, IdentityError> {
-        require_admin(actor)?;
+        require_admin(actor, "change the identity policy")?;
         validate(&s)?;
         self.require_recent_step_up(
             actor,

@@ -5,6 +5,7 @@
 //! and when. The review closes once every item is decided, or earlier with `force`, leaving the
 //! undecided items visibly undecided. One open review per tenant.
 
+use crate::access::{require_admin, require_reader};
 use crate::entity::{account_review as review, account_review_item as item, user};
 use crate::error::IdentityError;
 use crate::inventory::{disable_in, effective_flag};
@@ -13,7 +14,7 @@ use actix_web::{web, HttpResponse};
 use anshin_platform::db::{begin_tenant_write_tx, is_unique_violation, tenant_reader};
 use anshin_platform::error::{Problem, ProblemBody};
 use anshin_platform::http::Authenticated;
-use anshin_platform::{Principal, Role, Subject};
+use anshin_platform::{Principal, Subject};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -219,33 +220,6 @@ pub fn clean_note(note: Option<String>) -> Result<Option<String>, IdentityError>
     Ok((!n.is_empty()).then(|| n.to_string()))
 }
 
-/// Only the tenant's own admins run reviews; never someone acting under a maintenance grant.
-fn require_admin(p: &Principal) -> Result<(), IdentityError> {
-    if matches!(p.role, Role::ProviderAdmin | Role::InstitutionAdmin) && p.grant.is_none() {
-        Ok(())
-    } else {
-        Err(IdentityError::Forbidden(format!(
-            "the role {} may not run account reviews",
-            p.role
-        )))
-    }
-}
-
-fn require_reader(p: &Principal) -> Result<(), IdentityError> {
-    if matches!(
-        p.role,
-        Role::ProviderAdmin | Role::InstitutionAdmin | Role::Auditor
-    ) && p.grant.is_none()
-    {
-        Ok(())
-    } else {
-        Err(IdentityError::Forbidden(format!(
-            "the role {} may not read account reviews",
-            p.role
-        )))
-    }
-}
-
 fn not_found() -> IdentityError {
     IdentityError::NotFound("no account review with this id in your tenant".into())
 }
@@ -298,7 +272,7 @@ impl IdentityService {
         actor: &Principal,
         req: StartReview,
     ) -> Result<ReviewDetail, IdentityError> {
-        require_admin(actor)?;
+        require_admin(actor, "run account reviews")?;
         let now = Utc::now();
         let due_at = due_date(req.due_at, now)?;
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
@@ -388,7 +362,7 @@ impl IdentityService {
         &self,
         actor: &Principal,
     ) -> Result<Vec<ReviewSummary>, IdentityError> {
-        require_reader(actor)?;
+        require_reader(actor, "read account reviews")?;
         let r = tenant_reader(self.db(), actor.tenant_id).await?;
         let reviews = review::Entity::find()
             .filter(review::Column::TenantId.eq(actor.tenant_id))
@@ -428,7 +402,7 @@ impl IdentityService {
     pub async fn review(&self, actor: &Principal, id: Uuid) -> Result<ReviewDetail, IdentityError> {
         let r = tenant_reader(self.db(), actor.tenant_id).await?;
         let rv = review_in(&r, actor.tenant_id, id).await?;
-        require_reader(actor)?;
+        require_reader(actor, "read account reviews")?;
         let items = items_of(&r, actor.tenant_id, id).await?;
         r.finish().await?;
         Ok(ReviewDetail {
@@ -448,7 +422,7 @@ impl IdentityService {
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
         review_in(&tx, actor.tenant_id, id).await?;
         // Scope first (404 outside the tenant), then role (403), as everywhere.
-        require_admin(actor)?;
+        require_admin(actor, "run account reviews")?;
         let note = clean_note(d.note)?;
         if !lock_open(&tx, actor.tenant_id, id).await? {
             return Err(IdentityError::Conflict(
@@ -529,7 +503,7 @@ impl IdentityService {
     ) -> Result<ReviewSummary, IdentityError> {
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
         review_in(&tx, actor.tenant_id, id).await?;
-        require_admin(actor)?;
+        require_admin(actor, "run account reviews")?;
         let now = Utc::now();
         let closed = review::Entity::update_many()
             .col_expr(review::Column::Status, Expr::value("closed"))

@@ -10,6 +10,7 @@ pub mod migration;
 pub mod principal;
 pub mod ratelimit;
 pub mod secret;
+pub mod secretbox;
 pub mod telemetry;
 
 pub use error::Problem;

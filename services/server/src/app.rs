@@ -105,7 +105,7 @@ impl AppState {
                 .map_err(setup)?,
         );
         let alert_secrets =
-            anshin_audit::alerts::SecretBox::load_or_create(&config.data_dir).map_err(setup)?;
+            anshin_audit::alerts::secretbox::load(&config.data_dir).map_err(setup)?;
         let signer = audit_signer(config)?;
         let settings = anshin_audit::AuditSettings::from(&config.audit);
         // Alert rules run inside each sealing transaction, as events arrive in the log.

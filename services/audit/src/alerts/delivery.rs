@@ -268,7 +268,7 @@ struct Attempt {
 }
 
 impl AlertDeliveryJob {
-    /// `secrets` opens the webhook secrets (`SecretBox::load_or_create(data_dir)`); without a
+    /// `secrets` opens the webhook secrets (`alerts::secretbox::load(data_dir)`); without a
     /// mailer, email channels fail their attempts with "no mail server configured".
     pub fn new(secrets: SecretBox, mailer: Option<AlertMailer>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
@@ -340,7 +340,7 @@ impl AlertDeliveryJob {
         let open = |sealed: &Option<String>, context: String| {
             sealed
                 .as_deref()
-                .and_then(|s| self.secrets.open(s, &context))
+                .and_then(|s| self.secrets.open(s, &context).ok())
         };
         let url = open(&ch.url_sealed, url_context(p.tenant_id, p.channel_id));
         let secret = open(&ch.secret_sealed, secret_context(p.tenant_id, p.channel_id));

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! let rules = Arc::new(alerts::RuleSet::load(config.audit.alert_rules_file.as_deref())?);
-//! let secrets = alerts::SecretBox::load_or_create(&config.data_dir)?;
+//! let secrets = alerts::secretbox::load(&config.data_dir)?;
 //! sealer = sealer.with_hook(Arc::new(alerts::AlertEngine::new(rules.clone())));
 //! app_data(web::Data::new(alerts::AlertService::new(db, rules, secrets.clone())));
 //! cfg.configure(alerts::routes::configure);                       // + AlertsApi in OpenAPI

@@ -75,7 +75,8 @@ impl TokenKeys {
             }
             let pem = generate_pem().map_err(err)?;
             let tmp = path.with_extension(format!("tmp-{}", Uuid::new_v4().simple()));
-            crate::secrets::write_private(&tmp, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
+            anshin_platform::fsutil::write_private(&tmp, pem.as_bytes())
+                .map_err(|e| err(e.to_string()))?;
             let linked = std::fs::hard_link(&tmp, path);
             let _ = std::fs::remove_file(&tmp);
             match linked {

@@ -5,6 +5,7 @@ use super::{
     canonical_scopes, client_role_allowed, scopes_fit_role, token::client_key, ClientService,
     CLIENT_ID_PREFIX, SECRET_PREFIX,
 };
+use crate::access::require_admin;
 use crate::entity::api_client;
 use crate::error::IdentityError;
 use crate::secrets::{random_token, sha256_hex};
@@ -130,17 +131,6 @@ pub struct RegisteredClient {
     pub token_endpoint: String,
 }
 
-fn require_admin(p: &Principal, what: &str) -> Result<(), IdentityError> {
-    if matches!(p.role, Role::ProviderAdmin | Role::InstitutionAdmin) && p.grant.is_none() {
-        Ok(())
-    } else {
-        Err(IdentityError::Forbidden(format!(
-            "the role {} may not {what} machine clients",
-            p.role
-        )))
-    }
-}
-
 fn new_client_id() -> String {
     let mut b = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut b);
@@ -157,7 +147,7 @@ impl ClientService {
         actor: &Principal,
         r: ClientRegistration,
     ) -> Result<RegisteredClient, IdentityError> {
-        require_admin(actor, "register")?;
+        require_admin(actor, "register machine clients")?;
         let name = r.name.trim();
         if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
             return Err(IdentityError::Invalid(
@@ -302,7 +292,7 @@ impl ClientService {
                 IdentityError::NotFound("no machine client with this id in your tenant".into())
             })?;
         // Scope first (404 outside the tenant), then role (403), as everywhere.
-        require_admin(actor, "revoke")?;
+        require_admin(actor, "revoke machine clients")?;
         let m = if m.status == "revoked" {
             m
         } else {

@@ -1,5 +1,5 @@
 //! Encryption at rest for secrets Anshin must be able to read back (an identity provider's
-//! client secret): AES-256-GCM with a key kept in a file under the data directory, readable by
+//! client secret, a webhook secret): AES-256-GCM with a key kept in a file under the data directory, readable by
 //! its owner only. The keys service will take this over with per-tenant KMS keys.
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
@@ -62,7 +62,7 @@ impl SecretBox {
                 std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
             }
             let key = Aes256Gcm::generate_key(OsRng);
-            crate::secrets::write_private(path, key.as_slice()).map_err(|e| err(e.to_string()))?;
+            crate::fsutil::write_private(path, key.as_slice()).map_err(|e| err(e.to_string()))?;
         }
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let key: [u8; 32] = bytes
