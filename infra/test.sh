@@ -53,7 +53,7 @@ fi
 command -v node >/dev/null 2>&1 || { echo "error: node is needed for the browser tests" >&2; exit 1; }
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
-step "Python peers (virtualenv .venv: aiosmtpd, cryptography; openssl for the RFC 3161 TSA)"
+step "Python peers (virtualenv .venv: aiosmtpd, cryptography, moto KMS server; openssl for the RFC 3161 TSA)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

@@ -174,6 +174,34 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
             json!({"kind": "email", "name": "侵入テスト", "recipients": ["probe@example.jp"]}),
             &[201, 403],
         )),
+        // Keys act for the caller's own tenant only (a foreign tenant_id is covered in
+        // tests/it/keys.rs); the local provider refuses BYOK.
+        ("GET", "/api/v1/keys/status") => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
+        ("POST", "/api/v1/keys/rotate") => Some(Probe::OwnTenant(Value::Null, &[202, 403])),
+        ("PUT", "/api/v1/keys/byok") => Some(Probe::OwnTenant(
+            json!({"key_arn": "arn:aws:kms:ap-northeast-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}),
+            &[403, 422],
+        )),
+        ("DELETE", "/api/v1/keys/byok") => Some(Probe::OwnTenant(Value::Null, &[403, 409])),
+        // Read-only roles may not create keys; auditors and maintainers get no keys at all.
+        ("POST", "/api/v1/keys/data-keys") => Some(Probe::OwnTenant(
+            json!({"purpose": "emr.record"}),
+            &[200, 403],
+        )),
+        ("POST", "/api/v1/keys/data-keys/unwrap" | "/api/v1/keys/data-keys/rewrap") => {
+            Some(Probe::OwnTenant(
+                json!({"purpose": "emr.record", "wrapped": "QU5TSwE="}),
+                &[403, 422],
+            ))
+        }
+        ("POST", "/api/v1/keys/transit/encrypt") => Some(Probe::OwnTenant(
+            json!({"purpose": "emr.record", "record_id": "P-1", "plaintext": "5oKj6ICF"}),
+            &[200, 403],
+        )),
+        ("POST", "/api/v1/keys/transit/decrypt") => Some(Probe::OwnTenant(
+            json!({"purpose": "emr.record", "record_id": "P-1", "ciphertext": "QU5TRQEC"}),
+            &[400, 403],
+        )),
         // Takes only a reset link's token; tests/it/password_reset.rs covers it.
         ("POST", "/api/v1/auth/password-reset") => Some(Probe::Public),
         ("POST", p) if p.starts_with("/api/v1/auth/") => Some(Probe::Public),

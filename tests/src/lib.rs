@@ -18,6 +18,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+pub mod moto;
+
 pub const OWNER_ROLE: &str = "anshin_owner";
 pub const APP_ROLE: &str = "anshin_app";
 

@@ -3,6 +3,9 @@
 //! sign-in counts as two factors only when its `amr` shows several factors or its `acr` is one
 //! the tenant accepts; otherwise the person completes a passkey step-up before any session.
 
+/// The key-service purpose of identity providers' client secrets.
+const OIDC_SECRET_PURPOSE: &str = "identity.oidc-client-secret";
+
 use crate::entity::{federated_identity, identity_provider, oidc_flow, user};
 use crate::error::IdentityError;
 use crate::secrets::sha256_hex;
@@ -163,13 +166,21 @@ impl IdentityService {
             ));
         }
         let context = format!("identity-provider:{}", actor.tenant_id);
+        // Sealed before the write transaction: the key service stores the data key in its own.
+        let fresh = match &s.client_secret {
+            Some(secret) if !secret.is_empty() => Some(
+                self.seal_secret(actor.tenant_id, OIDC_SECRET_PURPOSE, &context, secret)
+                    .await?,
+            ),
+            _ => None,
+        };
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
         let existing = identity_provider::Entity::find_by_id(actor.tenant_id)
             .one(&tx)
             .await?;
-        let sealed = match (&s.client_secret, &existing) {
-            (Some(secret), _) if !secret.is_empty() => self.secrets().seal(secret, &context),
-            (_, Some(e)) => e.client_secret_sealed.clone(),
+        let sealed = match (fresh, &existing) {
+            (Some(sealed), _) => sealed,
+            (None, Some(e)) => e.client_secret_sealed.clone(),
             _ => return Err(IdentityError::Invalid("give the client secret".into())),
         };
         let am = identity_provider::ActiveModel {
@@ -250,12 +261,13 @@ impl IdentityService {
                 ))
             })?;
         let secret = self
-            .secrets()
-            .open(
-                &p.client_secret_sealed,
+            .open_secret(
+                p.tenant_id,
+                OIDC_SECRET_PURPOSE,
                 &format!("identity-provider:{}", p.tenant_id),
+                &p.client_secret_sealed,
             )
-            .map_err(|e| IdentityError::Setup(e.to_string()))?;
+            .await?;
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(p.client_id.clone()),

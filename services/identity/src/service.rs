@@ -136,6 +136,9 @@ pub struct IdentityService {
     cfg: IdentityConfig,
     public_url: Url,
     secrets: SecretBox,
+    /// Seals what identity stores that is secret (identity providers' client secrets) under the
+    /// tenant's KEK. Values sealed before the key service existed still open with `secrets`.
+    keys: Option<anshin_keys::KeyService>,
     http: openidconnect::reqwest::Client,
     mailer: Option<Arc<crate::mail::Mailer>>,
 }
@@ -252,6 +255,7 @@ impl IdentityService {
         };
         Ok(Self {
             mailer,
+            keys: None,
             db,
             webauthn: Arc::new(webauthn),
             cfg,
@@ -287,8 +291,52 @@ impl IdentityService {
         self.mailer.as_ref()
     }
 
-    pub(crate) fn secrets(&self) -> &SecretBox {
-        &self.secrets
+    /// Stores secrets under the key service (per-tenant KEKs) from now on.
+    pub fn with_keys(mut self, keys: anshin_keys::KeyService) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Seals a secret of `tenant` for `purpose`, bound to `context`: with the key service when it
+    /// is there, otherwise with the interim secret box.
+    pub(crate) async fn seal_secret(
+        &self,
+        tenant: Uuid,
+        purpose: &str,
+        context: &str,
+        secret: &str,
+    ) -> Result<String, IdentityError> {
+        match &self.keys {
+            Some(k) => k
+                .seal_text(tenant, purpose, context, secret)
+                .await
+                .map_err(key_error),
+            None => Ok(self.secrets.seal(secret, context)),
+        }
+    }
+
+    pub(crate) async fn open_secret(
+        &self,
+        tenant: Uuid,
+        purpose: &str,
+        context: &str,
+        sealed: &str,
+    ) -> Result<String, IdentityError> {
+        if anshin_keys::service::is_sealed_text(sealed) {
+            let keys = self.keys.as_ref().ok_or_else(|| {
+                IdentityError::Setup(
+                    "a secret sealed by the key service needs the key service".into(),
+                )
+            })?;
+            return keys
+                .open_text(tenant, purpose, context, sealed)
+                .await
+                .map(|s| s.to_string())
+                .map_err(key_error);
+        }
+        self.secrets
+            .open(sealed, context)
+            .map_err(|e| IdentityError::Setup(e.to_string()))
     }
 
     pub(crate) fn http(&self) -> &openidconnect::reqwest::Client {
@@ -1344,6 +1392,14 @@ pub(crate) fn normalise_email(e: &str) -> Result<String, IdentityError> {
 fn base64_url(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// An unreachable key provider is an upstream outage (503); anything else is a setup fault.
+pub(crate) fn key_error(e: anshin_keys::KeyError) -> IdentityError {
+    match e {
+        anshin_keys::KeyError::Unavailable(m) => IdentityError::Upstream(m),
+        other => IdentityError::Setup(format!("keys: {other}")),
+    }
 }
 
 #[cfg(test)]

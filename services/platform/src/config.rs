@@ -40,6 +40,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub identity: IdentityConfig,
     pub audit: AuditConfig,
+    pub keys: KeysConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +127,51 @@ impl Default for AuditConfig {
     }
 }
 
+/// Where tenants' key-encryption keys live and how data keys are cached (guideline 7 ③, 13 ⑦).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// `local` (key files under `<data_dir>/keys`, the embedded default) or `aws-kms`.
+    pub provider: String,
+    /// AWS region of the KMS keys: `ap-northeast-1` (Tokyo) or `ap-northeast-3` (Osaka) only.
+    pub aws_region: String,
+    /// Test-only: a KMS endpoint such as a moto server. Refused unless `allow_test_endpoint`.
+    pub aws_endpoint_url: Option<String>,
+    pub allow_test_endpoint: bool,
+    /// Seconds before a KMS call is abandoned (the operation then fails closed with 503).
+    pub aws_timeout_secs: u64,
+    /// Seals the local provider's key files with a key derived from this passphrase (argon2id).
+    /// Set it through `ANSHIN_KEYS__LOCAL_PASSPHRASE`, never in a file under version control.
+    pub local_passphrase: Option<Secret>,
+    /// Data-key cache: a cached data key is replaced after this many seconds …
+    pub cache_max_age_secs: u64,
+    /// … or messages …
+    pub cache_max_messages: u64,
+    /// … or bytes encrypted, whichever comes first.
+    pub cache_max_bytes: u64,
+    pub cache_capacity: usize,
+    /// KMS waiting period before a crypto-erased key is deleted (7–30 days).
+    pub deletion_window_days: u32,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            provider: "local".into(),
+            aws_region: "ap-northeast-1".into(),
+            aws_endpoint_url: None,
+            allow_test_endpoint: false,
+            aws_timeout_secs: 5,
+            local_passphrase: None,
+            cache_max_age_secs: 300,
+            cache_max_messages: 1_000_000,
+            cache_max_bytes: 1 << 36,
+            cache_capacity: 4096,
+            deletion_window_days: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -184,6 +230,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             identity: IdentityConfig::default(),
             audit: AuditConfig::default(),
+            keys: KeysConfig::default(),
         }
     }
 }
@@ -266,6 +313,17 @@ const KNOWN_KEYS: &[&str] = &[
     "audit.tsa_url",
     "audit.alert_rules_file",
     "audit.ingest_max_events",
+    "keys.provider",
+    "keys.aws_region",
+    "keys.aws_endpoint_url",
+    "keys.allow_test_endpoint",
+    "keys.aws_timeout_secs",
+    "keys.local_passphrase",
+    "keys.cache_max_age_secs",
+    "keys.cache_max_messages",
+    "keys.cache_max_bytes",
+    "keys.cache_capacity",
+    "keys.deletion_window_days",
 ];
 
 /// Loaded configuration plus the warnings found while loading it (logged once telemetry is up).

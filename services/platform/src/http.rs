@@ -201,84 +201,103 @@ impl FromRequest for Authenticated {
     type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let auth = req.app_data::<web::Data<SharedAuthenticator>>().cloned();
-        let header = req.headers().get(AUTHORIZATION).cloned();
-        let cookie = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string());
-        let csrf = req
-            .headers()
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        let unsafe_method = !req.method().is_safe();
-        let grant = req.headers().get(GRANT_HEADER).map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
-                .ok_or_else(|| {
-                    Problem::bad_request("the x-anshin-grant header must be a grant id (a UUID)")
-                })
-        });
-        let span = req.extensions().get::<RequestSpan>().cloned();
-        Box::pin(async move {
-            let auth = auth.ok_or_else(|| Problem::internal(&"no authenticator configured"))?;
-            let principal = match (header, cookie) {
-                (Some(header), _) => {
-                    let token = header
-                        .to_str()
-                        .ok()
-                        .and_then(|h| {
-                            let (scheme, rest) = h.split_once(' ')?;
-                            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-                        })
-                        .filter(|t| !t.is_empty())
-                        .ok_or_else(|| {
-                            Problem::unauthorized(
-                                "the Authorization header must be 'Bearer <token>'",
-                            )
-                        })?
-                        .to_string();
-                    auth.authenticate_bearer(&token).await?.ok_or_else(|| {
-                        Problem::unauthorized("the API token is unknown, expired or revoked")
-                    })?
-                }
-                (None, Some(session)) => auth
-                    .authenticate_session(&session, csrf.as_deref(), unsafe_method)
-                    .await?
+        let fut = authenticate(req, true);
+        Box::pin(async move { fut.await.map(Authenticated) })
+    }
+}
+
+/// Like [`Authenticated`], without the rule that a machine client's token needs the `write` scope
+/// for every unsafe method: for routes that check the token's scopes themselves (the key
+/// service's data operations, where unwrapping is a POST that changes nothing).
+pub struct ScopeCheckedByRoute(pub Principal);
+
+impl FromRequest for ScopeCheckedByRoute {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let fut = authenticate(req, false);
+        Box::pin(async move { fut.await.map(ScopeCheckedByRoute) })
+    }
+}
+
+fn authenticate(
+    req: &HttpRequest,
+    enforce_write_scope: bool,
+) -> LocalBoxFuture<'static, Result<Principal, Problem>> {
+    let auth = req.app_data::<web::Data<SharedAuthenticator>>().cloned();
+    let header = req.headers().get(AUTHORIZATION).cloned();
+    let cookie = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string());
+    let csrf = req
+        .headers()
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let unsafe_method = !req.method().is_safe();
+    let grant = req.headers().get(GRANT_HEADER).map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
+            .ok_or_else(|| {
+                Problem::bad_request("the x-anshin-grant header must be a grant id (a UUID)")
+            })
+    });
+    let span = req.extensions().get::<RequestSpan>().cloned();
+    Box::pin(async move {
+        let auth = auth.ok_or_else(|| Problem::internal(&"no authenticator configured"))?;
+        let principal = match (header, cookie) {
+            (Some(header), _) => {
+                let token = header
+                    .to_str()
+                    .ok()
+                    .and_then(|h| {
+                        let (scheme, rest) = h.split_once(' ')?;
+                        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+                    })
+                    .filter(|t| !t.is_empty())
                     .ok_or_else(|| {
-                        Problem::unauthorized("your session has ended; sign in again")
-                    })?,
-                (None, None) => {
-                    return Err(Problem::unauthorized(
-                        "sign in, or send an API token as 'Authorization: Bearer <token>'",
-                    ))
-                }
-            };
-            let principal = match grant {
-                None => principal,
-                Some(g) => auth.apply_grant(principal, g?).await?,
-            };
-            if let Some(RequestSpan(span)) = span {
-                span.record("tenant", tracing::field::display(principal.tenant_id));
-                span.record(
-                    "principal",
-                    tracing::field::display(principal.subject.label()),
-                );
-                span.record("role", principal.role.as_str());
-                if let Some(g) = principal.grant {
-                    span.record("grant", tracing::field::display(g));
-                }
+                        Problem::unauthorized("the Authorization header must be 'Bearer <token>'")
+                    })?
+                    .to_string();
+                auth.authenticate_bearer(&token).await?.ok_or_else(|| {
+                    Problem::unauthorized("the API token is unknown, expired or revoked")
+                })?
             }
-            if unsafe_method && !principal.may_write() {
-                return Err(Problem::new(
+            (None, Some(session)) => auth
+                .authenticate_session(&session, csrf.as_deref(), unsafe_method)
+                .await?
+                .ok_or_else(|| Problem::unauthorized("your session has ended; sign in again"))?,
+            (None, None) => {
+                return Err(Problem::unauthorized(
+                    "sign in, or send an API token as 'Authorization: Bearer <token>'",
+                ))
+            }
+        };
+        let principal = match grant {
+            None => principal,
+            Some(g) => auth.apply_grant(principal, g?).await?,
+        };
+        if let Some(RequestSpan(span)) = span {
+            span.record("tenant", tracing::field::display(principal.tenant_id));
+            span.record(
+                "principal",
+                tracing::field::display(principal.subject.label()),
+            );
+            span.record("role", principal.role.as_str());
+            if let Some(g) = principal.grant {
+                span.record("grant", tracing::field::display(g));
+            }
+        }
+        if enforce_write_scope && unsafe_method && !principal.may_write() {
+            return Err(Problem::new(
                     actix_web::http::StatusCode::FORBIDDEN,
                     "insufficient-scope",
                     "The access token's scope does not allow this",
                     "this access token has only read scope; request a token with the write scope (the client must be registered with it) to change data",
                 ));
-            }
-            Ok(Authenticated(principal))
-        })
-    }
+        }
+        Ok(principal)
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct AppState {
     pub alerts: anshin_audit::alerts::AlertService,
     /// Seals webhook secrets and addresses of notification channels (the delivery job opens them).
     pub alert_secrets: anshin_audit::alerts::SecretBox,
+    /// Tenants' KEKs, envelope encryption, data keys for the data plane, crypto-erase.
+    pub keys: anshin_keys::KeyService,
     pub authenticator: SharedAuthenticator,
     pub web: Arc<Web>,
     pub services: ServiceSet,
@@ -78,18 +80,38 @@ impl Authenticator for Authenticators {
 }
 
 impl AppState {
+    /// With the local key provider (the embedded default and the in-process tests).
     pub fn new(
         db: DatabaseConnection,
         web: Arc<Web>,
         services: ServiceSet,
         config: &Config,
     ) -> Result<Self, IdentityError> {
+        if config.keys.provider != "local" {
+            return Err(IdentityError::Setup(
+                "the aws-kms key provider loads its credentials asynchronously; use AppState::with_key_provider".into(),
+            ));
+        }
+        let provider =
+            crate::keys::local_provider(config).map_err(|e| IdentityError::Setup(e.to_string()))?;
+        Self::with_key_provider(db, web, services, config, provider)
+    }
+
+    pub fn with_key_provider(
+        db: DatabaseConnection,
+        web: Arc<Web>,
+        services: ServiceSet,
+        config: &Config,
+        key_provider: Arc<dyn anshin_keys::KeyProvider>,
+    ) -> Result<Self, IdentityError> {
+        let keys = crate::keys::service(db.clone(), config, key_provider);
         let identity = IdentityService::new(
             db.clone(),
             &config.public_url,
             config.identity.clone(),
             secret_box(config)?,
-        )?;
+        )?
+        .with_keys(keys.clone());
         let tokens = TokenService::new(db.clone())
             .with_auth_cache(std::time::Duration::from_millis(config.http.auth_cache_ms));
         let clients = ClientService::new(
@@ -122,7 +144,9 @@ impl AppState {
             audit,
             alerts,
             alert_secrets,
-            tenancy: TenancyService::new(db.clone()),
+            tenancy: TenancyService::new(db.clone())
+                .with_created_hook(Arc::new(crate::keys::ProvisionOnCreate(keys.clone()))),
+            keys,
             authenticator: Arc::new(Authenticators {
                 tokens,
                 identity: identity.clone(),
@@ -186,6 +210,7 @@ pub fn app(
         .app_data(web::Data::new(state.clients.clone()))
         .app_data(web::Data::new(state.audit.clone()))
         .app_data(web::Data::new(state.alerts.clone()))
+        .app_data(web::Data::new(state.keys.clone()))
         .app_data(web::Data::new(state.cookies))
         .app_data(web::Data::new(state.auth_rate.clone()))
         .app_data(web::Data::new(state.authenticator.clone()))
@@ -215,6 +240,7 @@ pub fn app(
                 anshin_identity::routes::configure(cfg);
                 anshin_audit::routes::configure(cfg);
                 anshin_audit::alerts::routes::configure(cfg);
+                anshin_keys::routes::configure(cfg);
             }
             if services.contains(Service::Web) {
                 cfg.route("/", web::get().to(pages::landing))
@@ -236,6 +262,7 @@ pub fn app(
                     .route("/audit/export", web::get().to(pages::audit::export))
                     .route("/audit/events/{id}", web::get().to(pages::audit::event))
                     .route("/audit/alerts", web::get().to(pages::audit::alerts))
+                    .route("/keys", web::get().to(pages::keys::status))
                     .route("/static/{path:.*}", web::get().to(pages::static_file));
             }
         })

@@ -35,8 +35,42 @@ pub enum Command {
     /// Export and verify the tamper-evident audit trail (監査証跡).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Tenants' key-encryption keys (鍵管理): status, backfill and crypto-erase.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Show a tenant's KEKs: the active one, rotation, last use, BYOK state and health.
+    Status {
+        /// Tenant slug or id.
+        #[arg(long)]
+        tenant: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give every tenant that has none its own KEK (tenants created before the key service, or
+    /// while the key provider was unreachable).
+    Backfill,
+    /// Crypto-erase a tenant: disable its KEKs, schedule their deletion (the local provider
+    /// destroys them at once) and delete the wrapped data keys Anshin holds. Irreversible: every
+    /// copy of the tenant's encrypted data, backups included, becomes unreadable. Prints the
+    /// evidence as JSON.
+    CryptoErase {
+        /// Tenant slug or id.
+        #[arg(long)]
+        tenant: String,
+        /// KMS waiting period before deletion, 7–30 days [default: keys.deletion_window_days].
+        #[arg(long)]
+        pending_days: Option<u32>,
+        /// Repeat the tenant's slug to confirm.
+        #[arg(long, value_name = "SLUG")]
+        confirm: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ use anshin_tenancy::{
     TokenInfo, TokenService,
 };
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 use unicode_width::UnicodeWidthStr;
 
@@ -74,7 +75,7 @@ impl From<TenancyError> for CliError {
     }
 }
 
-async fn open(config: &Config) -> Result<sea_orm::DatabaseConnection, CliError> {
+pub(crate) async fn open(config: &Config) -> Result<sea_orm::DatabaseConnection, CliError> {
     migrate::run(config).await?;
     let db = db::connect(&config.database_url(), &config.database).await?;
     migrate::register_tenants_with_audit(&db)
@@ -121,13 +122,29 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
     }
     let web = web::Web::load(config.http.insecure_cookies)
         .map_err(|e| CliError::failure(e.to_string()))?;
-    let state = AppState::new(db.clone(), web, services.clone(), &config)
-        .map_err(|e| CliError::usage(e.to_string()))?;
+    let key_provider = crate::keys::key_provider(&config)
+        .await
+        .map_err(|e| CliError::usage(format!("keys: {e}")))?;
+    let state =
+        AppState::with_key_provider(db.clone(), web, services.clone(), &config, key_provider)
+            .map_err(|e| CliError::usage(e.to_string()))?;
+    // Tenants created before the key service (or while the provider was down) get their KEK now;
+    // the backfill job keeps retrying if the provider is unreachable.
+    let directory = Arc::new(crate::keys::Directory(TenancyService::new(db.clone())));
+    match anshin_keys::jobs::TenantList::all(directory.as_ref()).await {
+        Ok(all) => {
+            if let Err(e) = state.keys.backfill(&all).await {
+                tracing::warn!(error = %e, "tenant KEK backfill deferred to the worker");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing tenants for the KEK backfill failed"),
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = if services.contains(Service::Worker) {
         for s in anshin_tenancy::jobs::schedules()
             .into_iter()
             .chain(anshin_identity::jobs::schedules())
+            .chain(anshin_keys::jobs::schedules())
         {
             s.register(&db)
                 .await
@@ -144,6 +161,12 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
         )
         .register(anshin_tenancy::jobs::ContractSweep)
         .register(anshin_identity::jobs::StaleAccountSweep)
+        .register(anshin_keys::jobs::RewrapJob(state.keys.clone()))
+        .register(anshin_keys::jobs::ByokHealthJob(state.keys.clone()))
+        .register(anshin_keys::jobs::BackfillJob {
+            keys: state.keys.clone(),
+            tenants: directory.clone(),
+        })
         .register(
             anshin_audit::alerts::AlertDeliveryJob::new(
                 state.alert_secrets.clone(),
@@ -245,7 +268,17 @@ fn print_demo(tokens: &[demo::DemoToken], public_url: &str, enrollment: Option<&
 
 pub async fn tenant(config: &Config, cmd: TenantCommand) -> Result<(), CliError> {
     let db = open(config).await?;
-    let svc = TenancyService::new(db);
+    let keys = crate::keys::service(
+        db.clone(),
+        config,
+        crate::keys::key_provider(config)
+            .await
+            .map_err(|e| CliError::usage(format!("keys: {e}")))?,
+    );
+    // Each tenant created here gets its own KEK at once (the worker's backfill retries if the
+    // key provider is unreachable).
+    let svc =
+        TenancyService::new(db).with_created_hook(Arc::new(crate::keys::ProvisionOnCreate(keys)));
     match cmd {
         TenantCommand::Create {
             kind,

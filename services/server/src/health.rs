@@ -24,7 +24,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// The process can serve: its database answers.
+/// The process can serve: its database and its key provider answer. Without the key provider
+/// nothing can be encrypted or decrypted, so the process is not ready.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
@@ -32,15 +33,29 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
-pub async fn readyz(db: web::Data<DatabaseConnection>) -> Result<HttpResponse, Problem> {
-    match db.execute_unprepared("SELECT 1").await {
-        Ok(_) => Ok(HttpResponse::Ok().json(Readiness {
-            status: "ready",
-            checks: [("database", "ok")].into_iter().collect(),
-        })),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check: database unreachable");
-            Err(Problem::unavailable("the database is not reachable"))
-        }
+pub async fn readyz(
+    db: web::Data<DatabaseConnection>,
+    keys: web::Data<anshin_keys::KeyService>,
+) -> Result<HttpResponse, Problem> {
+    if let Err(e) = db.execute_unprepared("SELECT 1").await {
+        tracing::warn!(error = %e, "readiness check: database unreachable");
+        return Err(Problem::unavailable("the database is not reachable"));
     }
+    if let Err(e) = keys.ready().await {
+        tracing::warn!(error = %e, provider = keys.provider_name(), "readiness check: key provider unreachable");
+        return Err(Problem::unavailable(format!(
+            "the key provider ({}) is not reachable",
+            keys.provider_name()
+        )));
+    }
+    let provider = match keys.provider_name() {
+        "aws-kms" => "ok (aws-kms)",
+        _ => "ok (local)",
+    };
+    Ok(HttpResponse::Ok().json(Readiness {
+        status: "ready",
+        checks: [("database", "ok"), ("key_provider", provider)]
+            .into_iter()
+            .collect(),
+    }))
 }

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod commands;
 pub mod demo;
 pub mod health;
+pub mod keys;
+pub mod keys_cli;
 pub mod migrate;
 pub mod openapi;
 pub mod services;

@@ -107,6 +107,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     Command::Tenant(c) => commands::tenant(&config, c).await,
                     Command::Token(c) => commands::token(&config, c).await,
                     Command::Audit(c) => commands::audit(&config, c).await,
+                    Command::Keys(c) => anshin_server::keys_cli::run(&config, c).await,
                     Command::Serve(_) | Command::Openapi => Ok(()),
                 }
             })

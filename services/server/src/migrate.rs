@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
         all.extend(anshin_tenancy::migrations());
         all.extend(anshin_identity::migrations());
         all.extend(anshin_audit::migrations());
+        all.extend(anshin_keys::migrations());
         all
     }
 }
@@ -28,6 +29,7 @@ fn grants() -> Vec<TableGrant> {
     all.extend(anshin_tenancy::grants());
     all.extend(anshin_identity::grants());
     all.extend(anshin_audit::grants());
+    all.extend(anshin_keys::grants());
     all
 }
 

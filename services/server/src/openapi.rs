@@ -49,6 +49,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(anshin_identity::credential_routes::CredentialsApi::openapi());
     doc.merge(anshin_audit::routes::AuditApi::openapi());
     doc.merge(anshin_audit::alerts::routes::AlertsApi::openapi());
+    doc.merge(anshin_keys::routes::KeysApi::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc
 }

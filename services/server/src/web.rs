@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub mod admin;
 pub mod audit;
+pub mod keys;
 
 pub use admin::{
     account, accounts, break_glass, break_glass_use, grants, invitations, review, reviews,

@@ -14,7 +14,7 @@ pub use migration::{grants, migrations};
 pub use model::{
     CreateTenant, InstitutionType, ReferencePattern, Tenant, TenantStatus, UpdateTenant,
 };
-pub use service::{TenancyService, TenantFilter};
+pub use service::{TenancyService, TenantCreated, TenantFilter};
 pub use tokens::{IssuedToken, TokenInfo, TokenService};
 
 use anshin_platform::error::{FieldError, Problem};

@@ -22,6 +22,14 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct TenancyService {
     db: DatabaseConnection,
+    on_created: Option<std::sync::Arc<dyn TenantCreated>>,
+}
+
+/// Told about each tenant after its creation commits (the key service gives it its own KEK).
+/// A failure is the listener's to retry: the tenant exists either way.
+#[async_trait::async_trait]
+pub trait TenantCreated: Send + Sync + 'static {
+    async fn created(&self, tenant: &Tenant);
 }
 
 /// Filters for listing tenants.
@@ -43,7 +51,21 @@ pub fn scope_condition(scope: TenantScope) -> Condition {
 
 impl TenancyService {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            on_created: None,
+        }
+    }
+
+    pub fn with_created_hook(mut self, hook: std::sync::Arc<dyn TenantCreated>) -> Self {
+        self.on_created = Some(hook);
+        self
+    }
+
+    async fn notify_created(&self, t: &Tenant) {
+        if let Some(h) = &self.on_created {
+            h.created(t).await;
+        }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -120,6 +142,7 @@ impl TenancyService {
         .await?;
         tx.commit().await?;
         tracing::info!(tenant = %t.id, slug = %t.slug, "institution created");
+        self.notify_created(&t).await;
         Ok(t)
     }
 
@@ -188,6 +211,7 @@ impl TenancyService {
         )
         .await?;
         tx.commit().await?;
+        self.notify_created(&t).await;
         Ok(t)
     }
 

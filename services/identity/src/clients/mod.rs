@@ -28,10 +28,11 @@ use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// The scopes a client may hold today. `read` allows safe methods only; `write` also allows
-/// methods that change data (and only for roles that are not read-only). Later services add
-/// their own (e.g. the keys service's data-key scopes).
-pub const SCOPES: [&str; 2] = ["read", "write"];
+/// The scopes a client may hold. `read` allows safe methods only; `write` also allows methods
+/// that change data (and only for roles that are not read-only); `keys` allows the key service's
+/// data operations (data keys, transit encryption) for the client's own tenant — what the EMR
+/// data plane needs, whatever else it may do. Auditors never hold `keys`.
+pub const SCOPES: [&str; 3] = ["read", "write", "keys"];
 
 /// `aud` of every access token Anshin issues.
 pub const ACCESS_TOKEN_AUDIENCE: &str = "anshin-api";
@@ -194,6 +195,10 @@ pub fn scopes_fit_role(role: Role, scopes: &[String]) -> Result<(), String> {
         return Err(format!(
             "the role {role} is read-only, so a client with it cannot hold the write scope"
         ));
+    }
+    // Auditors read the trail; decrypting records is not part of auditing.
+    if role == Role::Auditor && scopes.iter().any(|s| s == "keys") {
+        return Err("an auditor client cannot hold the keys scope".into());
     }
     Ok(())
 }

@@ -109,16 +109,20 @@ pub enum Area {
     Audit,
     /// `/audit/alerts`: auditors and admins read; admins acknowledge and resolve.
     Alerts,
+    /// `/keys`: the tenant's key status (admins, provider operators, auditors); admins rotate
+    /// and bring their own key.
+    Keys,
 }
 
 impl Area {
-    pub const ALL: [Area; 6] = [
+    pub const ALL: [Area; 7] = [
         Area::Accounts,
         Area::Invitations,
         Area::BreakGlass,
         Area::Grants,
         Area::Audit,
         Area::Alerts,
+        Area::Keys,
     ];
 
     fn href(self) -> &'static str {
@@ -129,6 +133,7 @@ impl Area {
             Area::Grants => "/maintenance-grants",
             Area::Audit => "/audit",
             Area::Alerts => "/audit/alerts",
+            Area::Keys => "/keys",
         }
     }
 
@@ -149,6 +154,7 @@ impl Area {
             Area::Grants => "nav_grants",
             Area::Audit => "nav_audit",
             Area::Alerts => "nav_alerts",
+            Area::Keys => "nav_keys",
         }
     }
 
@@ -165,6 +171,14 @@ impl Area {
             Area::Invitations => matches!(p.role, Role::ProviderAdmin | Role::InstitutionAdmin),
             Area::Grants => p.role != Role::InstitutionStaff,
             Area::Audit | Area::Alerts => anshin_audit::service::may_read(p.role),
+            // The readers of `KeyService::status`.
+            Area::Keys => matches!(
+                p.role,
+                Role::InstitutionAdmin
+                    | Role::ProviderAdmin
+                    | Role::ProviderOperator
+                    | Role::Auditor
+            ),
         }
     }
 }
@@ -721,21 +735,37 @@ mod tests {
         let prov = TenantKind::Provider;
         assert_eq!(
             open(Role::InstitutionAdmin, inst),
-            vec![Accounts, Invitations, BreakGlass, Grants, Audit, Alerts]
+            vec![
+                Accounts,
+                Invitations,
+                BreakGlass,
+                Grants,
+                Audit,
+                Alerts,
+                Keys
+            ]
         );
         assert_eq!(
             open(Role::ProviderAdmin, prov),
-            vec![Accounts, Invitations, BreakGlass, Grants, Audit, Alerts]
+            vec![
+                Accounts,
+                Invitations,
+                BreakGlass,
+                Grants,
+                Audit,
+                Alerts,
+                Keys
+            ]
         );
         assert_eq!(
             open(Role::Auditor, inst),
-            vec![Accounts, BreakGlass, Grants, Audit, Alerts]
+            vec![Accounts, BreakGlass, Grants, Audit, Alerts, Keys]
         );
         assert_eq!(
             open(Role::Auditor, prov),
-            vec![Accounts, BreakGlass, Grants, Audit, Alerts]
+            vec![Accounts, BreakGlass, Grants, Audit, Alerts, Keys]
         );
-        assert_eq!(open(Role::ProviderOperator, prov), vec![Grants]);
+        assert_eq!(open(Role::ProviderOperator, prov), vec![Grants, Keys]);
         assert_eq!(open(Role::ProviderMaintainer, prov), vec![Grants]);
         assert_eq!(open(Role::InstitutionStaff, inst), Vec::<Area>::new());
         // Acting under a maintenance grant opens none of them.

@@ -1,0 +1,3 @@
+pub mod data_key;
+pub mod kek;
+pub mod key_tenant;
