@@ -99,7 +99,7 @@ pub struct DataKeyCache {
     limits: CacheLimits,
     enc: Mutex<HashMap<Slot, Arc<EncryptionKey>>>,
     dec: Mutex<HashMap<DecryptionRef, DecryptionKey>>,
-    hits: AtomicU64,
+    hits: Arc<AtomicU64>,
     misses: AtomicU64,
     /// One fill at a time per encryption slot, so a burst of misses costs one KMS call.
     fills: Mutex<HashMap<Slot, Arc<tokio::sync::Mutex<()>>>>,
@@ -107,7 +107,9 @@ pub struct DataKeyCache {
 }
 
 struct Meters {
-    hits: opentelemetry::metrics::Counter<u64>,
+    /// Hits are counted in an atomic and read by the exporter: the hot path stays a single
+    /// atomic add.
+    _hits: opentelemetry::metrics::ObservableCounter<u64>,
     misses: opentelemetry::metrics::Counter<u64>,
 }
 
@@ -129,17 +131,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl DataKeyCache {
     pub fn new(limits: CacheLimits) -> Self {
         let m = opentelemetry::global::meter("anshin");
+        let hits = Arc::new(AtomicU64::new(0));
+        let observed = hits.clone();
         Self {
             limits,
             enc: Mutex::new(HashMap::new()),
             dec: Mutex::new(HashMap::new()),
-            hits: AtomicU64::new(0),
+            hits,
             misses: AtomicU64::new(0),
             fills: Mutex::new(HashMap::new()),
             meter: Meters {
-                hits: m
-                    .u64_counter("anshin.keys.cache.hits")
+                _hits: m
+                    .u64_observable_counter("anshin.keys.cache.hits")
                     .with_description("Data-key cache hits")
+                    .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
                     .build(),
                 misses: m
                     .u64_counter("anshin.keys.cache.misses")
@@ -161,15 +166,13 @@ impl DataKeyCache {
         }
     }
 
-    fn hit(&self, op: &'static str) {
+    fn hit(&self, _op: &'static str) {
         self.hits.fetch_add(1, Ordering::Relaxed);
-        self.meter
-            .hits
-            .add(1, &[opentelemetry::KeyValue::new("operation", op)]);
     }
 
     fn miss(&self, op: &'static str) {
         self.misses.fetch_add(1, Ordering::Relaxed);
+        // Misses are rare (each costs a provider call), so they carry the operation.
         self.meter
             .misses
             .add(1, &[opentelemetry::KeyValue::new("operation", op)]);
