@@ -4,6 +4,7 @@ envelope encryption (BENCHMARKS.md, "Keys: envelope encryption").
 
     .venv/bin/python bench/keys_esdk.py --endpoint http://127.0.0.1:PORT [--size 1024]
         [--tenants 20] [--ops 100000] [--algorithm committing|signed] [--record-in-context]
+        [--keep-bytes 268435456]
 
 Same workload as `tests/src/bin/keys_bench.rs`: TENANTS tenants, one KMS key each (created in the
 moto server at ENDPOINT with boto3), purpose `emr.record`; OPS/2 records of SIZE bytes encrypted,
@@ -23,9 +24,11 @@ Algorithm: `committing` (default) is AES_256_GCM_HKDF_SHA512_COMMIT_KEY, key-com
 unsigned, the suite closest to Anshin's (which has no per-message signature); `signed` is the
 SDK's default suite, which adds an ECDSA P-384 signature to every message.
 
-Ciphertexts kept for the decrypt phase are capped at KEEP (default 4,096, chosen evenly over the
-encrypted records) so 64 KiB runs fit in memory; every data key is the same for all of a tenant's
-messages, so which ones are decrypted does not change the cache behaviour.
+The decrypt phase decrypts every encrypted record when their ciphertexts fit in KEEP_BYTES
+(default 256 MiB: all of them for 1 KiB records); otherwise it cycles over the first
+KEEP_BYTES / SIZE of them (4,096 for 64 KiB records), which still cover every tenant. All of a
+tenant's messages share one data key while it is cached, so which ones are decrypted does not
+change the cache behaviour.
 
 KMS calls are counted with a botocore `before-call.kms` event hook on the botocore session every
 client is created from (one count per API operation; retries inside an operation are not counted,
@@ -34,6 +37,7 @@ like the Rust provider's interceptor). Prints one JSON object.
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -50,7 +54,7 @@ def main():
     ap.add_argument("--tenants", type=int, default=20)
     ap.add_argument("--ops", type=int, default=100_000)
     ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--keep", type=int, default=4096)
+    ap.add_argument("--keep-bytes", type=int, default=256 << 20)
     ap.add_argument("--algorithm", choices=["committing", "signed"], default="committing")
     ap.add_argument("--record-in-context", action="store_true")
     a = ap.parse_args()
@@ -132,8 +136,9 @@ def main():
             ec["anshin:record"] = f"P-{i:08}/doc"
         return t, ec
 
-    keep = min(a.keep, encrypts)
-    every = max(1, encrypts // keep)
+    # Ciphertexts kept for the decrypt phase: all of them when they fit in KEEP_BYTES, otherwise
+    # the first ones (consecutive records, so every tenant is represented).
+    keep = min(encrypts, max(a.tenants, a.keep_bytes // max(1, a.size)))
     kept = []  # (record index, ciphertext)
     started = time.perf_counter()
     for i in range(encrypts):
@@ -141,15 +146,17 @@ def main():
         ct, _header = client.encrypt(
             source=plaintext, materials_manager=cmms[t], encryption_context=ec, algorithm=algorithm
         )
-        if i % every == 0 and len(kept) < keep:
+        if i < keep:
             kept.append((i, ct))
     encrypt_s = time.perf_counter() - started
     encrypt_calls = dict(calls)
     envelope_bytes = len(kept[0][1])
 
+    # Scattered order: a stride coprime with the number of ciphertexts, as in keys-bench.
+    stride = next(s for s in range(7919, 7919 + len(kept) + 2) if math.gcd(s, len(kept)) == 1)
     started = time.perf_counter()
     for j in range(decrypts):
-        i, ct = kept[(j * 7919) % len(kept)]
+        i, ct = kept[(j * stride) % len(kept)]
         t, ec = context(i)
         pt, header = client.decrypt(source=ct, materials_manager=cmms[t])
         # Only the context the application expects; the ESDK may add its own keys (signed suites).
