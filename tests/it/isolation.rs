@@ -36,6 +36,9 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
                 | "/api/v1/accounts/{id}/sessions"
                 | "/api/v1/clients/{id}",
             ) => Value::Null,
+            ("GET", "/api/v1/accounts/{id}") | ("DELETE", "/api/v1/invitations/{id}") => {
+                Value::Null
+            }
             ("PATCH", "/api/v1/accounts/{id}") => json!({"status": "disabled"}),
             ("POST", "/api/v1/maintenance-grants/{id}/decision") => json!({"approve": true}),
             ("GET", "/api/v1/account-reviews/{id}") => Value::Null,
@@ -100,7 +103,9 @@ fn probe(method: &Method, path: &str, foreign_ref: &str) -> Option<Probe> {
             ))
         }
         ("POST", "/api/v1/maintenance-grants") => Some(Probe::Public),
-        ("GET", "/api/v1/accounts") => Some(Probe::OwnTenant(Value::Null, &[200, 403])),
+        ("GET", "/api/v1/accounts" | "/api/v1/invitations") => {
+            Some(Probe::OwnTenant(Value::Null, &[200, 403]))
+        }
         // Machine clients: admins register in their own tenant, admins and auditors list it.
         ("POST", "/api/v1/clients") => Some(Probe::OwnTenant(
             json!({"name": "侵入テスト", "role": "auditor", "scopes": ["read"], "auth_method": "client_secret"}),

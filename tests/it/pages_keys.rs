@@ -6,7 +6,9 @@
 //!   picks among its institutions (another provider's is "not found"); a crypto-erased tenant and
 //!   a BYOK key that lost access get their banners; English renders;
 //! - in Chromium (`tests/node/keys_pages.mjs`, against a real `anshin serve`): an institution
-//!   admin opens the page from the menu, rotates the key, tries BYOK with the local provider and
+//!   admin opens the page from the menu, rotates the key (the admin's passkey confirmation is made
+//!   stale first, so the API asks for a step-up: the page confirms with the virtual authenticator
+//!   and retries), tries BYOK with the local provider and
 //!   sees the refusal; an auditor reads only; a provider admin picks the hospital; institution
 //!   staff gets the forbidden page. Screenshots in Japanese and English.
 //!
@@ -144,6 +146,7 @@ both_backends! {
             assert!(body.contains(s), "the page shows {s}");
         }
         assert!(body.contains("data-keys=\"rotate\"") && body.contains("data-keys=\"byok-register\""), "admins get the actions");
+        assert!(body.contains("id=\"keys-step-up-note\"") && body.contains("src=\"/static/webauthn.js\""), "admins are told about the step-up, and the page can run it");
         assert!(body.contains("id=\"keys-byok-local\"") && body.contains("ap-northeast-3") && body.contains("arn:aws:kms:ap-northeast-1:123456789012:key/"), "BYOK requirements and format");
         assert!(!body.contains("data-keys=\"byok-remove\""), "no BYOK to remove");
         for cookie in [&hospital_auditor, &provider_operator] {
@@ -279,7 +282,7 @@ both_backends! {
 
         let shots = db.data_dir.join("screenshots");
         std::fs::create_dir_all(&shots).unwrap();
-        let out = Command::new("node")
+        let mut node = Command::new("node")
             .current_dir(browser_dir())
             .args([
                 "keys_pages.mjs",
@@ -291,15 +294,44 @@ both_backends! {
                 &w.h1.id.to_string(),
                 &shots.display().to_string(),
             ])
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("node is needed for the browser tests");
+        // Before the rotation the script pauses: the admin's passkey confirmation (from the
+        // enrollment) becomes stale, so the page must run the step-up and retry.
+        let mut early = String::new();
+        {
+            use std::io::{BufRead, Write};
+            let mut lines = std::io::BufReader::new(node.stdout.as_mut().unwrap());
+            loop {
+                let mut line = String::new();
+                if lines.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                early.push_str(&line);
+                if line.trim() == "pause: stale-step-up" {
+                    let aged = db
+                        .exec_platform("UPDATE sessions SET stepped_up_at = NULL WHERE user_id IN (SELECT id FROM users WHERE email = 'kanri@hikari.example.jp')")
+                        .await;
+                    assert!(aged >= 1, "the admin's session");
+                    let stdin = node.stdin.as_mut().unwrap();
+                    stdin.write_all(b"go\n").unwrap();
+                    stdin.flush().unwrap();
+                    break;
+                }
+            }
+        }
+        let out = node.wait_with_output().unwrap();
         server.kill().ok();
         server.wait().ok();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = format!("{early}{}", String::from_utf8_lossy(&out.stdout));
         let stderr = String::from_utf8_lossy(&out.stderr);
         copy_screenshots(&shots, &db);
         assert!(out.status.success(), "browser flow failed:\n{stdout}\n{stderr}");
-        assert!(stdout.contains("ok: key page status, rotation, BYOK refusal, provider view and roles"), "{stdout}");
+        assert!(stdout.contains("pause: stale-step-up"), "{stdout}");
+        assert!(stdout.contains("ok: key page status, rotation after step-up, BYOK refusal, provider view and roles"), "{stdout}");
 
         // What the page did is on the record: one rotation of the hospital's key.
         let st = state.keys.status_of(w.h1.id).await.unwrap();
@@ -308,6 +340,7 @@ both_backends! {
         assert_eq!(st.previous[0].status, "retired");
         assert_eq!(active.origin, "managed", "BYOK was refused");
         assert_eq!(db.count_platform("SELECT COUNT(*) FROM audit_events WHERE action = 'keys.kek.rotate'").await, 1);
+        assert!(db.count_platform("SELECT COUNT(*) FROM audit_events WHERE action = 'auth.step_up' AND outcome = 'success'").await >= 1, "the page's step-up is on record");
         assert_eq!(db.count_platform("SELECT COUNT(*) FROM audit_events WHERE action = 'keys.byok.register'").await, 0, "BYOK was refused");
     }
 }

@@ -5,8 +5,22 @@
 // reads without the actions; the provider's admin picks the hospital and sees its key;
 // institution staff get the forbidden page.
 //
+// Rotation is a sensitive key operation: before it, the script prints "pause: stale-step-up"
+// and waits for a line on stdin, while the Rust test makes the admin's passkey confirmation old
+// (as if the enrollment was long ago). The rotation is then refused with step-up-required, the
+// page confirms with the virtual authenticator and retries, and the rotation goes through.
+//
 //   node keys_pages.mjs BASE_URL ADMIN_ENROLL_URL AUDITOR_ENROLL_URL STAFF_ENROLL_URL PROVIDER_ADMIN_ENROLL_URL INSTITUTION_ID SCREENSHOT_DIR
 import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+
+// One line from stdin (the Rust test's go-ahead after a pause).
+const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function pause(what) {
+  console.log(`pause: ${what}`);
+  const next = await stdinLines.next();
+  if (next.done) throw new Error(`no go-ahead after pause ${what}`);
+}
 
 const [base, adminLink, auditorLink, staffLink, providerLink, institutionId, shots] = process.argv.slice(2);
 if (!shots) {
@@ -77,11 +91,27 @@ try {
   check(await admin.locator("#keys-previous-none").count() === 1, "no previous keys yet");
   await shot(admin, "keys-ja");
 
-  // 2. Rotate now: keys.js calls the API with the CSRF token, then reloads.
+  // 2. Rotate now: keys.js calls the API with the CSRF token. The admin's confirmation is old
+  // by now, so the API asks for a step-up: the page confirms with the passkey (the virtual
+  // authenticator answers), retries, then reloads.
+  check(await admin.locator("#keys-step-up-note").count() === 1, "the page says a passkey confirmation comes first");
+  await pause("stale-step-up");
+  const apiCalls = [];
+  admin.on("response", (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith("/api/v1/")) apiCalls.push(`${r.request().method()} ${u.pathname} ${r.status()}`);
+  });
   await Promise.all([
     admin.waitForNavigation({ timeout: 15000 }),
     admin.click('form[data-keys="rotate"] button[type=submit]'),
   ]);
+  const expected = [
+    "POST /api/v1/keys/rotate 403",
+    "POST /api/v1/me/step-up/begin 200",
+    "POST /api/v1/me/step-up/finish 204",
+    "POST /api/v1/keys/rotate 202",
+  ];
+  check(JSON.stringify(apiCalls.slice(0, 4)) === JSON.stringify(expected), `refused, step-up, retried: ${apiCalls.join(", ")}`);
   const newKey = await text(admin, "#active-key-id");
   check(newKey !== firstKey, "a new active key after the rotation");
   check((await apiStatus(admin)).active.key_id === newKey, "the API agrees");
@@ -142,7 +172,7 @@ try {
   check(await text(staff, "h1") === "この画面を使う権限がありません", "the forbidden page");
   check(await staff.locator("#active-key-id").count() === 0, "no key shown to staff");
   await shot(staff, "keys-staff-forbidden");
-  console.log("ok: key page status, rotation, BYOK refusal, provider view and roles");
+  console.log("ok: key page status, rotation after step-up, BYOK refusal, provider view and roles");
 } catch (e) {
   for (const [name, page] of pages) {
     await page.screenshot({ path: `${shots}/failure-${name}.png`, fullPage: true }).catch(() => {});
@@ -153,4 +183,5 @@ try {
   process.exitCode = 1;
 } finally {
   await browser.close();
+  process.stdin.destroy();
 }

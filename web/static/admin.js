@@ -50,6 +50,11 @@
       show(status, form.dataset.done);
     },
 
+    async "invitation-revoke"(form) {
+      await call("DELETE", `/api/v1/invitations/${form.dataset.id}`);
+      location.reload();
+    },
+
     async "account-status"(form) {
       await call("PATCH", `/api/v1/accounts/${form.dataset.id}`, { status: form.dataset.status });
       location.reload();

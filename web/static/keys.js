@@ -1,10 +1,15 @@
 // The key page (/keys): rotate now, register and remove a tenant's own key (BYOK). Each
 // form[data-keys] calls Anshin's JSON API with the session cookie and the page's CSRF token
 // (x-csrf-token), then reloads; a refusal shows the problem's `detail` (RFC 9457).
+// These are sensitive key operations: when the API answers
+// urn:anshin:problem:step-up-required, the page asks for the passkey (webauthn.js's
+// confirmPresence: /api/v1/me/step-up/begin and finish) and sends the request once more.
 "use strict";
 (function () {
   const page = document.getElementById("keys");
   if (!page) return;
+
+  const STEP_UP = "urn:anshin:problem:step-up-required";
 
   function csrf() {
     const m = document.querySelector('meta[name="csrf-token"]');
@@ -22,7 +27,12 @@
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const data = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(data.detail || data.title || r.statusText || String(r.status));
+    if (!r.ok) {
+      const e = new Error(data.detail || data.title || r.statusText || String(r.status));
+      e.type = data.type;
+      e.status = r.status;
+      throw e;
+    }
     return data;
   }
 
@@ -44,6 +54,21 @@
     "byok-remove": () => call("DELETE", `/api/v1/keys/byok${tenant()}`),
   };
 
+  // Runs the action; if the API wants a fresh confirmation, confirms with the passkey and runs
+  // it once more (a second refusal is shown as it is).
+  async function withStepUp(form, status) {
+    try {
+      return await actions[form.dataset.keys](form);
+    } catch (e) {
+      const confirm = window.AnshinWebAuthn && window.AnshinWebAuthn.confirmPresence;
+      if (e.type !== STEP_UP || !confirm) throw e;
+      show(status, form.dataset.stepUp || form.dataset.working);
+      await confirm();
+      show(status, form.dataset.working);
+      return actions[form.dataset.keys](form);
+    }
+  }
+
   document.querySelectorAll("form[data-keys]").forEach((form) => {
     const status = form.querySelector(".status");
     form.addEventListener("submit", async (ev) => {
@@ -53,7 +78,7 @@
       buttons.forEach((b) => { b.disabled = true; });
       show(status, form.dataset.working);
       try {
-        await actions[form.dataset.keys](form);
+        await withStepUp(form, status);
         location.reload();
       } catch (e) {
         show(status, `${form.dataset.failed} ${e.message}`, true);

@@ -259,6 +259,13 @@ impl IdentityService {
             .one(&tx)
             .await?
             .ok_or_else(refused)?;
+        // An emergency session is a sign-in: the inventory (14 ⑦) shows when the break-glass
+        // account was last used, in the same transaction as the use.
+        user::Entity::update_many()
+            .col_expr(user::Column::LastSignInAt, Expr::value(now))
+            .filter(user::Column::Id.eq(account.id))
+            .exec(&tx)
+            .await?;
         // Every active administrator of the tenant, not the emergency account itself.
         let recipients: Vec<(String, String)> = user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant.id))

@@ -12,6 +12,7 @@ use crate::service::{
     StoredAuthenticator, CEREMONY_ADD, CEREMONY_PASSWORD_SIGN_IN,
 };
 use anshin_platform::db::{begin_platform_tx, begin_tenant_write_tx, tenant_reader};
+use anshin_platform::stepup::{StepUpError, StepUpVerifier};
 use anshin_platform::{Principal, Subject};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
@@ -519,9 +520,26 @@ impl IdentityService {
         response: &PublicKeyCredential,
         meta: ClientMeta,
     ) -> Result<NewSession, IdentityError> {
-        let u = self
+        let u = match self
             .verify_assertion(ceremony_id, CEREMONY_PASSWORD_SIGN_IN, response)
-            .await?;
+            .await
+        {
+            Ok(u) => u,
+            Err(e @ IdentityError::Ceremony(_)) => {
+                tracing::info!(reason = %e, "security-key sign-in refused");
+                // In the trail of the tenant the sign-in aimed at (the account whose password
+                // was checked at the start).
+                self.record_refused_sign_in(
+                    Some(ceremony_id),
+                    Some(response),
+                    "security_key+password",
+                    &e.to_string(),
+                )
+                .await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let tx = begin_platform_tx(self.db()).await?;
         // The password checked at the start may have been reset since.
         let usable = password_credential::Entity::find_by_id(u.id)
@@ -529,6 +547,16 @@ impl IdentityService {
             .await?
             .is_some_and(|p| p.invalidated_at.is_none());
         if !usable {
+            drop(tx);
+            crate::audit::record_now(
+                self.db(),
+                crate::audit::refused_sign_in_event(
+                    &u,
+                    "security_key+password",
+                    "the password was reset after it was checked",
+                ),
+            )
+            .await;
             return Err(IdentityError::SignIn(WRONG_PASSWORD.into()));
         }
         let s = self
@@ -926,6 +954,91 @@ impl IdentityService {
     }
 }
 
+// ---- Step-up for other services ---------------------------------------------------------
+
+/// Whether a session's last authenticator confirmation (`stepped_up_at`) is recent enough:
+/// within `within` before `now`, and not in the future beyond a small clock skew.
+pub(crate) fn fresh_step_up(
+    stepped_up_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    within: Duration,
+) -> bool {
+    stepped_up_at.is_some_and(|t| now - t <= within && t - now <= Duration::seconds(5))
+}
+
+/// The step-up check of the platform's [`StepUpVerifier`] over identity's sessions: a person
+/// passes when their (open) session proved a passkey or security key within the window; API
+/// tokens and machine clients are not asked.
+async fn check_step_up(
+    db: &sea_orm::DatabaseConnection,
+    p: &Principal,
+    within: Duration,
+) -> Result<(), StepUpError> {
+    let Subject::User { id, session_id, .. } = &p.subject else {
+        return Ok(());
+    };
+    let found = async {
+        let tx = begin_platform_tx(db).await?;
+        let s = crate::entity::session::Entity::find_by_id(*session_id)
+            .one(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, sea_orm::DbErr>(s)
+    }
+    .await
+    .map_err(|e| StepUpError::Unavailable(e.to_string()))?;
+    let fresh = found
+        .filter(|s| s.user_id == *id && s.ended_at.is_none())
+        .is_some_and(|s| fresh_step_up(s.stepped_up_at, Utc::now(), within));
+    if fresh {
+        Ok(())
+    } else {
+        Err(StepUpError::required(within))
+    }
+}
+
+/// Identity's answer to "did this person confirm recently?" for services that must not depend
+/// on identity (keys). It holds only the database connection, so a service that keeps it forms
+/// no reference cycle with the identity service (which itself keeps the key service).
+#[derive(Clone)]
+pub struct SessionStepUp {
+    db: sea_orm::DatabaseConnection,
+}
+
+impl SessionStepUp {
+    pub fn new(db: sea_orm::DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+impl std::fmt::Debug for SessionStepUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStepUp").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl StepUpVerifier for SessionStepUp {
+    async fn require_recent_step_up(
+        &self,
+        p: &Principal,
+        within: Duration,
+    ) -> Result<(), StepUpError> {
+        check_step_up(&self.db, p, within).await
+    }
+}
+
+#[async_trait::async_trait]
+impl StepUpVerifier for IdentityService {
+    async fn require_recent_step_up(
+        &self,
+        p: &Principal,
+        within: Duration,
+    ) -> Result<(), StepUpError> {
+        check_step_up(self.db(), p, within).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -955,5 +1068,23 @@ mod tests {
         assert!(clean_name(" 受付PCのキー ").is_ok());
         assert!(clean_name("").is_err());
         assert!(clean_name("a\nb").is_err());
+    }
+
+    #[test]
+    fn step_ups_are_fresh_only_within_the_window() {
+        let now = Utc::now();
+        let w = Duration::minutes(STEP_UP_WINDOW_MINUTES);
+        assert!(!fresh_step_up(None, now, w), "never confirmed");
+        assert!(fresh_step_up(Some(now), now, w));
+        assert!(fresh_step_up(Some(now - Duration::minutes(4)), now, w));
+        assert!(!fresh_step_up(Some(now - Duration::minutes(6)), now, w));
+        assert!(
+            fresh_step_up(Some(now + Duration::seconds(2)), now, w),
+            "small clock skew"
+        );
+        assert!(
+            !fresh_step_up(Some(now + Duration::hours(1)), now, w),
+            "not from the future"
+        );
     }
 }

@@ -47,7 +47,11 @@ pub struct GrantView {
     pub id: Uuid,
     pub provider_id: Uuid,
     pub institution_id: Uuid,
+    /// Who asked: `user:<id>` (or `token:<id>` for an API token).
     pub maintainer: String,
+    /// The maintainer's name and email, when the maintainer is a person.
+    pub maintainer_name: Option<String>,
+    pub maintainer_email: Option<String>,
     pub work_plan_ref: String,
     pub scope: String,
     pub starts_at: DateTime<Utc>,
@@ -56,10 +60,19 @@ pub struct GrantView {
     pub status: String,
     pub requested_at: DateTime<Utc>,
     pub decided_by: Option<String>,
+    /// The name of the person who decided, when a person did.
+    pub decided_by_name: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub decision_note: Option<String>,
     /// Whether the grant can be used right now.
     pub active: bool,
+}
+
+/// The account id in an actor label `user:<uuid>`.
+fn user_id_of(label: &str) -> Option<Uuid> {
+    label
+        .strip_prefix("user:")
+        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 fn usable(g: &grant::Model, now: DateTime<Utc>) -> bool {
@@ -74,6 +87,8 @@ impl GrantView {
             provider_id: g.tenant_id,
             institution_id: g.institution_id,
             maintainer: g.maintainer,
+            maintainer_name: None,
+            maintainer_email: None,
             work_plan_ref: g.work_plan_ref,
             scope: g.scope,
             starts_at: g.starts_at,
@@ -82,6 +97,7 @@ impl GrantView {
             status: g.status,
             requested_at: g.requested_at,
             decided_by: g.decided_by,
+            decided_by_name: None,
             decided_at: g.decided_at,
             decision_note: g.decision_note,
             active,
@@ -90,6 +106,57 @@ impl GrantView {
 }
 
 impl IdentityService {
+    /// Names the people behind `user:<id>` labels (the maintainer, who belongs to the provider,
+    /// and the deciding admin, who belongs to the institution), so both sides of a grant see who
+    /// is who instead of ids. A lookup failure leaves the names out.
+    async fn with_names(&self, mut views: Vec<GrantView>) -> Vec<GrantView> {
+        let ids: Vec<Uuid> = views
+            .iter()
+            .flat_map(|v| {
+                std::iter::once(user_id_of(&v.maintainer)).chain(std::iter::once(
+                    v.decided_by.as_deref().and_then(user_id_of),
+                ))
+            })
+            .flatten()
+            .collect();
+        if ids.is_empty() {
+            return views;
+        }
+        let found = async {
+            let tx = begin_platform_tx(self.db()).await?;
+            let users = crate::entity::user::Entity::find()
+                .filter(crate::entity::user::Column::Id.is_in(ids))
+                .all(&tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sea_orm::DbErr>(users)
+        }
+        .await;
+        let users: std::collections::HashMap<Uuid, (String, String)> = match found {
+            Ok(us) => us
+                .into_iter()
+                .map(|u| (u.id, (u.display_name, u.email)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not name the people of maintenance grants");
+                return views;
+            }
+        };
+        for v in &mut views {
+            if let Some((name, email)) = user_id_of(&v.maintainer).and_then(|id| users.get(&id)) {
+                v.maintainer_name = Some(name.clone());
+                v.maintainer_email = Some(email.clone());
+            }
+            v.decided_by_name = v
+                .decided_by
+                .as_deref()
+                .and_then(user_id_of)
+                .and_then(|id| users.get(&id))
+                .map(|(name, _)| name.clone());
+        }
+        views
+    }
+
     pub async fn request_grant(
         &self,
         actor: &Principal,
@@ -169,7 +236,7 @@ impl IdentityService {
         if r.incident {
             tracing::warn!(grant = %g.id, institution = %inst.id, "maintenance grant opened for a declared incident; awaiting the institution's approval");
         }
-        Ok(GrantView::from_model(g))
+        Ok(self.named(GrantView::from_model(g)).await)
     }
 
     /// Grants the caller can see: a maintainer their own, an institution those opening it, a
@@ -196,7 +263,9 @@ impl IdentityService {
             .all(&r)
             .await?;
         r.finish().await?;
-        Ok(rows.into_iter().map(GrantView::from_model).collect())
+        Ok(self
+            .with_names(rows.into_iter().map(GrantView::from_model).collect())
+            .await)
     }
 
     /// The institution's admin approves or rejects a grant (after the fact for incidents).
@@ -256,7 +325,13 @@ impl IdentityService {
         )
         .await?;
         tx.commit().await?;
-        Ok(GrantView::from_model(g))
+        Ok(self.named(GrantView::from_model(g)).await)
+    }
+
+    /// One grant with its people named.
+    async fn named(&self, v: GrantView) -> GrantView {
+        let fallback = v.clone();
+        self.with_names(vec![v]).await.pop().unwrap_or(fallback)
     }
 
     /// The maintainer, now acting in the grant's institution (read-only roles apply).
@@ -329,5 +404,18 @@ impl IdentityService {
         )
         .await;
         Ok(acting)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn people_are_found_by_their_labels() {
+        let id = Uuid::now_v7();
+        assert_eq!(user_id_of(&format!("user:{id}")), Some(id));
+        assert_eq!(user_id_of(&format!("token:{id}")), None);
+        assert_eq!(user_id_of("user:not-a-uuid"), None);
     }
 }

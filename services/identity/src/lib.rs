@@ -21,6 +21,7 @@ pub mod oidc;
 pub mod password;
 pub mod password_reset;
 pub mod policy;
+mod reseal;
 pub mod review;
 pub mod routes;
 /// The secret box moved to the platform (audit alerts use it too); re-exported for callers.

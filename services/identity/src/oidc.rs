@@ -290,15 +290,19 @@ impl IdentityService {
             .ok_or_else(|| {
                 IdentityError::NotFound("no organisation with this sign-in name".into())
             })?;
-        let tx = begin_platform_write_tx(self.db()).await?;
+        // Read, then build the client (provider discovery over HTTP, opening the client secret
+        // through the key service) outside any write transaction: on SQLite a write held across
+        // those calls would block every other writer, the key service's own bookkeeping included.
+        let tx = begin_platform_tx(self.db()).await?;
         let p = identity_provider::Entity::find_by_id(tenant.id)
             .one(&tx)
-            .await?
-            .ok_or_else(|| {
-                IdentityError::NotFound(
-                    "this organisation has not set up sign-in with its own account".into(),
-                )
-            })?;
+            .await?;
+        tx.commit().await?;
+        let p = p.ok_or_else(|| {
+            IdentityError::NotFound(
+                "this organisation has not set up sign-in with its own account".into(),
+            )
+        })?;
         let (client, _) = self.oidc_client(&p).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = client
@@ -318,6 +322,7 @@ impl IdentityService {
         }
         let (url, state, nonce) = req.url();
         let now = Utc::now();
+        let tx = begin_platform_write_tx(self.db()).await?;
         oidc_flow::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant.id),
@@ -358,8 +363,45 @@ impl IdentityService {
                 .detail("method", "oidc"),
             )
             .await;
+            // When the response belongs to a sign-in started here, its organisation sees the
+            // refusal in its own trail too.
+            if let Some(tenant) = self.flow_tenant(state).await {
+                crate::audit::record_now(
+                    self.db(),
+                    crate::audit::AuditEvent::new(
+                        tenant,
+                        crate::audit::Actor::anonymous(None),
+                        "auth.sign_in",
+                        crate::audit::Outcome::Failure,
+                    )
+                    .reason(e.to_string())
+                    .detail("method", "oidc"),
+                )
+                .await;
+            }
         }
         r
+    }
+
+    /// The tenant whose sign-in a provider's `state` belongs to, if it names one started here.
+    async fn flow_tenant(&self, state: &str) -> Option<Uuid> {
+        let found = async {
+            let tx = begin_platform_tx(self.db()).await?;
+            let f = oidc_flow::Entity::find()
+                .filter(oidc_flow::Column::StateHash.eq(sha256_hex(state)))
+                .one(&tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sea_orm::DbErr>(f)
+        }
+        .await;
+        match found {
+            Ok(f) => f.map(|f| f.tenant_id),
+            Err(e) => {
+                tracing::error!(error = %e, "could not tell which tenant a refused OIDC sign-in aimed at");
+                None
+            }
+        }
     }
 
     async fn oidc_callback_checked(
@@ -558,12 +600,35 @@ impl IdentityService {
         meta: ClientMeta,
     ) -> Result<NewSession, IdentityError> {
         let flow = self.step_up_flow(flow_id).await?;
-        let u = self.verify_passkey(ceremony_id, response).await?;
-        if Some(u.id) != flow.step_up_user_id {
-            return Err(IdentityError::Ceremony(
+        let verified = match self.verify_passkey(ceremony_id, response).await {
+            Ok(u) if Some(u.id) == flow.step_up_user_id => Ok(u),
+            Ok(_) => Err(IdentityError::Ceremony(
                 "the passkey belongs to another account than the organisation sign-in".into(),
-            ));
-        }
+            )),
+            Err(e) => Err(e),
+        };
+        let u = match verified {
+            Ok(u) => u,
+            Err(e @ IdentityError::Ceremony(_)) => {
+                // The organisation and the person are known from the flow: a refused passkey
+                // step-up is a refused sign-in in that tenant's trail.
+                let mut ev = crate::audit::AuditEvent::new(
+                    flow.tenant_id,
+                    crate::audit::Actor::anonymous(None),
+                    "auth.sign_in",
+                    crate::audit::Outcome::Failure,
+                )
+                .reason(e.to_string())
+                .detail("method", "oidc+passkey")
+                .detail("flow_id", flow.id);
+                if let Some(user_id) = flow.step_up_user_id {
+                    ev = ev.target(crate::audit::Target::new("user", user_id));
+                }
+                crate::audit::record_now(self.db(), ev).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let tx = begin_platform_write_tx(self.db()).await?;
         let done = oidc_flow::Entity::update_many()
             .col_expr(oidc_flow::Column::StepUpDoneAt, Expr::value(Utc::now()))

@@ -23,7 +23,8 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
         crate::review::get_review, crate::review::decide_review_item, crate::review::close_review,
         invite, enroll_begin, enroll_finish, sign_in_begin, sign_in_finish, sign_out, me, my_sessions, end_my_session,
         oidc_start, oidc_callback, oidc_step_up_begin, oidc_step_up_finish, get_identity_provider, put_identity_provider,
-        issue_break_glass, get_break_glass, use_break_glass, list_accounts, change_account, end_account_sessions,
+        issue_break_glass, get_break_glass, use_break_glass, list_accounts, get_account, change_account, end_account_sessions,
+        list_invitations, revoke_invitation,
         request_grant, list_grants, decide_grant, step_up_begin, step_up_finish,
         crate::clients::http::register_client, crate::clients::http::list_clients, crate::clients::http::revoke_client,
         crate::clients::http::token, crate::clients::http::jwks),
@@ -33,6 +34,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
         crate::policy::PolicySettings, crate::policy::PolicyView, crate::review::StartReview, crate::review::ReviewDecision,
         crate::review::DecideItem, crate::review::CloseReview, crate::review::ReviewSummary, crate::review::ReviewItemView,
         crate::review::ReviewDetail, crate::review::ReviewList,
+        InvitationList, crate::inventory::PendingInvitation,
         StepUpProof, GrantRequest, GrantDecision, GrantView, GrantList, AccountList, AccountEntry, AccountChange, IssuedCode, BreakGlassView, BreakGlassUse, FlowRequest, StepUpFinish, ProviderSettings, ProviderView, InviteRequest, InvitationInfo, TokenRequest, EmailRequest, CeremonyStart, EnrollFinish, SignInFinish, SignedIn, Me, SessionList, SessionInfo, UserInfo, Role)),
     tags((name = "identity", description = "Two-factor sign-in with passkeys, invitations and sessions"))
 )]
@@ -46,6 +48,11 @@ pub struct CookiePolicy {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/invitations", web::post().to(invite))
+        .route("/api/v1/invitations", web::get().to(list_invitations))
+        .route(
+            "/api/v1/invitations/{id}",
+            web::delete().to(revoke_invitation),
+        )
         .route(
             "/api/v1/auth/enrollment/begin",
             web::post().to(enroll_begin),
@@ -88,6 +95,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(decide_grant),
         )
         .route("/api/v1/accounts", web::get().to(list_accounts))
+        .route("/api/v1/accounts/{id}", web::get().to(get_account))
         .route("/api/v1/accounts/{id}", web::patch().to(change_account))
         .route(
             "/api/v1/accounts/{id}/sessions",
@@ -376,6 +384,39 @@ pub async fn invite(
         .json(inv))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationList {
+    pub items: Vec<crate::inventory::PendingInvitation>,
+}
+
+/// The caller's tenant's pending invitations: not used, not expired, not revoked (admins and
+/// auditors). Never the enrollment link.
+#[utoipa::path(get, path = "/api/v1/invitations", tag = "identity",
+    responses((status = 200, body = InvitationList), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody)),
+    security(("bearer" = []), ("session" = [])))]
+pub async fn list_invitations(
+    Authenticated(p): Authenticated,
+    svc: web::Data<IdentityService>,
+) -> Result<web::Json<InvitationList>, Problem> {
+    Ok(web::Json(InvitationList {
+        items: svc.pending_invitations(&p).await?,
+    }))
+}
+
+/// Revokes a pending invitation (admins): its enrollment link stops working at once. 409 when
+/// it was already used, expired or revoked; another tenant's invitation is not found.
+#[utoipa::path(delete, path = "/api/v1/invitations/{id}", tag = "identity", params(("id" = Uuid, Path, description = "Invitation id")),
+    responses((status = 204), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)),
+    security(("bearer" = []), ("session" = [])))]
+pub async fn revoke_invitation(
+    Authenticated(p): Authenticated,
+    svc: web::Data<IdentityService>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    svc.revoke_invitation(&p, id.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// Starts registering a passkey from an enrollment link.
 #[utoipa::path(post, path = "/api/v1/auth/enrollment/begin", tag = "identity", request_body = TokenRequest,
     responses((status = 200, body = CeremonyStart), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
@@ -456,9 +497,25 @@ pub async fn sign_in_finish(
     body: web::Json<SignInFinish>,
 ) -> Result<HttpResponse, Problem> {
     let b = body.into_inner();
-    let s = svc
+    let s = match svc
         .sign_in_finish(b.ceremony_id, &b.credential, meta(&req))
-        .await?;
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            // The platform log has the refusal; the tenant it aimed at gets it in its own trail.
+            if matches!(e, crate::error::IdentityError::Ceremony(_)) {
+                svc.record_refused_sign_in(
+                    Some(b.ceremony_id),
+                    Some(&b.credential),
+                    "passkey",
+                    &e.to_string(),
+                )
+                .await;
+            }
+            return Err(e.into());
+        }
+    };
     Ok(signed_in(actix_web::http::StatusCode::OK, s, **policy))
 }
 
@@ -598,6 +655,18 @@ pub async fn list_accounts(
     Ok(web::Json(AccountList {
         items: svc.inventory(&p).await?,
     }))
+}
+
+/// One account of the caller's tenant: role, status, factors, creation, last sign-in, open
+/// sessions (admins and auditors). Another tenant's account is not found.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "identity", params(("id" = Uuid, Path, description = "Account id")),
+    responses((status = 200, body = AccountEntry), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)), security(("bearer" = []), ("session" = [])))]
+pub async fn get_account(
+    Authenticated(p): Authenticated,
+    svc: web::Data<IdentityService>,
+    id: web::Path<Uuid>,
+) -> Result<web::Json<AccountEntry>, Problem> {
+    Ok(web::Json(svc.account(&p, id.into_inner()).await?))
 }
 
 /// Disables or re-enables an account (admins). Disabling ends its sessions at once.

@@ -11,7 +11,11 @@ use crate::service::{
 };
 use anshin_audit::{Actor, AuditEvent, Outcome, Target};
 use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx};
+use anshin_platform::error::Problem;
 use anshin_platform::jobs::{JobQueue, NewJob};
+use anshin_platform::stepup::{
+    RefusePeople, StepUpError, StepUpVerifier, SENSITIVE_ACTION_WINDOW_MINUTES,
+};
 use anshin_platform::{Principal, Role, TenantScope};
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -91,6 +95,29 @@ pub struct RewrapPayload {
     pub from_kek: Uuid,
 }
 
+/// Why a key administration request (rotation, BYOK, crypto-erase) was refused: the key
+/// service's own reasons, or a person who has not confirmed with their passkey recently.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// 403 `urn:anshin:problem:step-up-required`: confirm and retry.
+    #[error(transparent)]
+    StepUp(#[from] StepUpError),
+}
+
+impl From<AdminError> for Problem {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Key(k) => k.into(),
+            AdminError::StepUp(s) => s.into(),
+        }
+    }
+}
+
+/// The roles that change a tenant's keys (rotation, BYOK).
+pub(crate) const KEY_ADMINS: [Role; 2] = [Role::InstitutionAdmin, Role::ProviderAdmin];
+
 fn readers() -> [Role; 4] {
     [
         Role::InstitutionAdmin,
@@ -123,6 +150,36 @@ impl KeyService {
             }
         }
         Ok(info)
+    }
+
+    /// A person changing keys must have confirmed with a registered authenticator within the
+    /// last few minutes (issue 5: sensitive key operations need step-up). API tokens and machine
+    /// clients are not people: their role (and scopes) decide, as before.
+    pub async fn require_step_up(&self, p: &Principal) -> Result<(), StepUpError> {
+        if !anshin_platform::stepup::is_person(p) {
+            return Ok(());
+        }
+        let within = chrono::Duration::minutes(SENSITIVE_ACTION_WINDOW_MINUTES);
+        match self.inner.step_up.get() {
+            Some(v) => v.require_recent_step_up(p, within).await,
+            // Nobody can tell whether the person confirmed: refused (fail closed).
+            None => RefusePeople.require_recent_step_up(p, within).await,
+        }
+    }
+
+    /// Scope (404), then role (403), then a person's step-up (403 `step-up-required`): the
+    /// checks every key administration request passes before anything changes.
+    pub(crate) async fn authorize_admin(
+        &self,
+        p: &Principal,
+        tenant: Option<Uuid>,
+        roles: &[Role],
+        what: &str,
+    ) -> Result<TenantInfo, AdminError> {
+        let t = self.target_tenant(p, tenant).await?;
+        Self::require(p, roles, what)?;
+        self.require_step_up(p).await?;
+        Ok(t)
     }
 
     fn require(p: &Principal, roles: &[Role], what: &str) -> Result<(), KeyError> {
@@ -186,18 +243,16 @@ impl KeyService {
         &self,
         p: &Principal,
         tenant: Option<Uuid>,
-    ) -> Result<RotationStarted, KeyError> {
-        let t = self.target_tenant(p, tenant).await?;
-        Self::require(
-            p,
-            &[Role::InstitutionAdmin, Role::ProviderAdmin],
-            "rotating keys",
-        )?;
+    ) -> Result<RotationStarted, AdminError> {
+        let t = self
+            .authorize_admin(p, tenant, &KEY_ADMINS, "rotating keys")
+            .await?;
         let old = self.active_kek(t.id).await?;
         if old.origin == ORIGIN_BYOK {
             return Err(KeyError::Conflict(
                 "the tenant's own (BYOK) key is rotated in the tenant's AWS account; remove BYOK to go back to an Anshin-managed key".into(),
-            ));
+            )
+            .into());
         }
         let meta = self
             .inner
@@ -222,17 +277,18 @@ impl KeyService {
             })
             .await?;
         let actor = Actor::from_principal(p);
-        self.replace_active(
-            t,
-            &old,
-            meta.key_id,
-            meta.state,
-            meta.rotation_enabled,
-            ORIGIN_MANAGED,
-            actor,
-            "keys.kek.rotate",
-        )
-        .await
+        Ok(self
+            .replace_active(
+                t,
+                &old,
+                meta.key_id,
+                meta.state,
+                meta.rotation_enabled,
+                ORIGIN_MANAGED,
+                actor,
+                "keys.kek.rotate",
+            )
+            .await?)
     }
 
     /// Retires `old`, inserts the new active KEK, and queues the re-wrap job, in one transaction
@@ -411,13 +467,19 @@ impl KeyService {
         p: &Principal,
         tenant: Option<Uuid>,
         key_arn: &str,
+    ) -> Result<RotationStarted, AdminError> {
+        let t = self
+            .authorize_admin(p, tenant, &KEY_ADMINS, "registering a tenant's own key")
+            .await?;
+        Ok(self.register_byok_for(t, p, key_arn).await?)
+    }
+
+    async fn register_byok_for(
+        &self,
+        t: TenantInfo,
+        p: &Principal,
+        key_arn: &str,
     ) -> Result<RotationStarted, KeyError> {
-        let t = self.target_tenant(p, tenant).await?;
-        Self::require(
-            p,
-            &[Role::InstitutionAdmin, Role::ProviderAdmin],
-            "registering a tenant's own key",
-        )?;
         if self.provider_name() != "aws-kms" {
             return Err(KeyError::Refused(
                 "bring-your-own-key needs the AWS KMS key provider; this deployment uses the local provider".into(),
@@ -474,13 +536,18 @@ impl KeyService {
         &self,
         p: &Principal,
         tenant: Option<Uuid>,
+    ) -> Result<RotationStarted, AdminError> {
+        let t = self
+            .authorize_admin(p, tenant, &KEY_ADMINS, "removing a tenant's own key")
+            .await?;
+        Ok(self.remove_byok_for(t, p).await?)
+    }
+
+    async fn remove_byok_for(
+        &self,
+        t: TenantInfo,
+        p: &Principal,
     ) -> Result<RotationStarted, KeyError> {
-        let t = self.target_tenant(p, tenant).await?;
-        Self::require(
-            p,
-            &[Role::InstitutionAdmin, Role::ProviderAdmin],
-            "removing a tenant's own key",
-        )?;
         let old = self.active_kek(t.id).await?;
         if old.origin != ORIGIN_BYOK {
             return Err(KeyError::Conflict(
@@ -683,6 +750,27 @@ pub(crate) fn view(r: kek::Model, stored_data_keys: u64) -> KekView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_reach_the_edge_as_problems() {
+        let p = Problem::from(AdminError::from(StepUpError::required(
+            chrono::Duration::minutes(SENSITIVE_ACTION_WINDOW_MINUTES),
+        )));
+        assert_eq!((p.status.as_u16(), p.kind), (403, "step-up-required"));
+        assert!(
+            p.detail.contains("/api/v1/me/step-up/begin"),
+            "{}",
+            p.detail
+        );
+        let p = Problem::from(AdminError::from(KeyError::Forbidden(
+            "rotating keys is for x".into(),
+        )));
+        assert_eq!((p.status.as_u16(), p.kind), (403, "forbidden"));
+        let p = Problem::from(AdminError::from(KeyError::NotFound(
+            "no such tenant".into(),
+        )));
+        assert_eq!(p.status.as_u16(), 404);
+    }
 
     #[test]
     fn key_arns_are_checked() {

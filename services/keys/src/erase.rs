@@ -4,13 +4,14 @@
 //! step. Once the KEKs are gone, every copy of the tenant's data — backups included — is
 //! unreadable, because every data key was only ever stored wrapped under them.
 
-use crate::admin::check_certifiable;
+use crate::admin::{check_certifiable, AdminError};
 use crate::entity::{data_key, kek};
 use crate::error::KeyError;
 use crate::provider::{KeyState, Receipt};
 use crate::service::{record, KeyService, ORIGIN_BYOK, STATUS_ERASED};
 use anshin_audit::{Actor, AuditEvent, Outcome, Target};
 use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx};
+use anshin_platform::{Principal, Role};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,30 @@ pub struct ErasureEvidence {
     pub audit_event_id: Uuid,
 }
 
+/// Who may crypto-erase a tenant's keys through [`KeyService::crypto_erase_for`]: the
+/// provider's admins (the provider holds the keys of its institutions). The destruction
+/// workflow adds its own approvals on top.
+pub const ERASERS: [Role; 1] = [Role::ProviderAdmin];
+
 impl KeyService {
+    /// Crypto-erase on behalf of a principal: scope first (another provider's tenant is "not
+    /// found"), then the role ([`ERASERS`], never under a maintenance grant), then — for a
+    /// person — a passkey step-up within the last few minutes. API tokens are not people and
+    /// are not asked. Nothing changes when any check fails.
+    pub async fn crypto_erase_for(
+        &self,
+        p: &Principal,
+        tenant: Option<Uuid>,
+        pending_days: Option<u32>,
+    ) -> Result<ErasureEvidence, AdminError> {
+        let t = self
+            .authorize_admin(p, tenant, &ERASERS, "crypto-erasing a tenant's keys")
+            .await?;
+        Ok(self
+            .crypto_erase(Actor::from_principal(p), t.id, pending_days)
+            .await?)
+    }
+
     /// Crypto-erases a tenant. Refused (nothing changed) when a key cannot be certified:
     /// multi-Region or imported material, or a key the tenant itself holds (BYOK — the tenant
     /// must schedule its deletion in its own account). Safe to run again after a partial

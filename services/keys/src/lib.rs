@@ -14,6 +14,7 @@ pub mod migration;
 pub mod provider;
 pub mod ring;
 pub mod routes;
+pub mod sealer;
 pub mod service;
 
 pub use admin::{KekView, KeyStatus, RotationStarted};

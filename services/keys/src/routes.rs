@@ -65,7 +65,10 @@ pub async fn status(
 }
 
 /// Rotate to a new KEK now (institution or provider admins). Stored data keys are re-wrapped by
-/// a background job; the old KEK keeps unwrapping until then.
+/// a background job; the old KEK keeps unwrapping until then. A person signed in with a session
+/// must have confirmed with their passkey within the last 5 minutes
+/// (`POST /api/v1/me/step-up/begin` and `finish`), otherwise 403
+/// `urn:anshin:problem:step-up-required` and nothing changes; API tokens are not asked.
 #[utoipa::path(post, path = "/api/v1/keys/rotate", tag = "keys", params(TenantQuery),
     responses((status = 202, body = RotationStarted), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody), (status = 503, body = ProblemBody)),
     security(("bearer" = []), ("session" = [])))]
@@ -86,7 +89,8 @@ pub struct ByokRequest {
 }
 
 /// Bring your own key: make a KMS key from the tenant's own AWS account its KEK. Anshin checks it
-/// can use the key and refuses multi-Region keys and imported material.
+/// can use the key and refuses multi-Region keys and imported material. People need a passkey
+/// step-up within 5 minutes (403 `urn:anshin:problem:step-up-required` otherwise).
 #[utoipa::path(put, path = "/api/v1/keys/byok", tag = "keys", params(TenantQuery), request_body = ByokRequest,
     responses((status = 202, body = RotationStarted), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody), (status = 503, body = ProblemBody)),
     security(("bearer" = []), ("session" = [])))]
@@ -102,7 +106,8 @@ pub async fn register_byok(
     Ok(HttpResponse::Accepted().json(r))
 }
 
-/// Stop using the tenant's own key and go back to an Anshin-managed KEK.
+/// Stop using the tenant's own key and go back to an Anshin-managed KEK. People need a passkey
+/// step-up within 5 minutes (403 `urn:anshin:problem:step-up-required` otherwise).
 #[utoipa::path(delete, path = "/api/v1/keys/byok", tag = "keys", params(TenantQuery),
     responses((status = 202, body = RotationStarted), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody), (status = 409, body = ProblemBody), (status = 503, body = ProblemBody)),
     security(("bearer" = []), ("session" = [])))]

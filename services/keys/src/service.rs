@@ -11,6 +11,7 @@ use crate::provider::{CreateKey, KeyProvider};
 use crate::ring::{dek_context, Kek, KeyRing};
 use anshin_audit::{Actor, AuditEvent, Outcome, Target};
 use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx, begin_tenant_tx};
+use anshin_platform::stepup::StepUpVerifier;
 use anshin_platform::TenantKind;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -20,7 +21,7 @@ use sea_orm::{
     EntityTrait, QueryFilter, QueryOrder, Set,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -75,6 +76,9 @@ pub(crate) struct Inner {
     pub(crate) settings: KeySettings,
     /// When each KEK's `last_used_at` was last written (at most once a minute per KEK).
     last_used: Mutex<HashMap<Uuid, Instant>>,
+    /// Who tells whether a person confirmed recently (identity, wired by the server); unset,
+    /// people are refused key administration (fail closed).
+    pub(crate) step_up: OnceLock<Arc<dyn StepUpVerifier>>,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -105,8 +109,18 @@ impl KeyService {
                 directory,
                 settings,
                 last_used: Mutex::new(HashMap::new()),
+                step_up: OnceLock::new(),
             }),
         }
+    }
+
+    /// Wires the step-up check that key administration asks of people (identity's sessions).
+    /// Set once; a second call is ignored with a warning.
+    pub fn with_step_up(self, verifier: Arc<dyn StepUpVerifier>) -> Self {
+        if self.inner.step_up.set(verifier).is_err() {
+            tracing::warn!("the key service's step-up verifier was already set");
+        }
+        self
     }
 
     pub fn ring(&self) -> &KeyRing {

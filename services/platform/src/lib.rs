@@ -9,8 +9,10 @@ pub mod jobs;
 pub mod migration;
 pub mod principal;
 pub mod ratelimit;
+pub mod sealer;
 pub mod secret;
 pub mod secretbox;
+pub mod stepup;
 pub mod telemetry;
 
 pub use error::Problem;

@@ -29,7 +29,8 @@ pub struct AppState {
     pub audit: anshin_audit::AuditService,
     /// Alert inbox, rules and notification channels.
     pub alerts: anshin_audit::alerts::AlertService,
-    /// Seals webhook secrets and addresses of notification channels (the delivery job opens them).
+    /// The interim key of notification channels' webhook secrets and addresses, for channels
+    /// sealed before the key service (new ones are sealed with `keys`; the delivery job opens both).
     pub alert_secrets: anshin_audit::alerts::SecretBox,
     /// Tenants' KEKs, envelope encryption, data keys for the data plane, crypto-erase.
     pub keys: anshin_keys::KeyService,
@@ -104,7 +105,10 @@ impl AppState {
         config: &Config,
         key_provider: Arc<dyn anshin_keys::KeyProvider>,
     ) -> Result<Self, IdentityError> {
-        let keys = crate::keys::service(db.clone(), config, key_provider);
+        // Key administration asks people for a fresh passkey step-up; identity's sessions answer.
+        let keys = crate::keys::service(db.clone(), config, key_provider).with_step_up(Arc::new(
+            anshin_identity::credentials::SessionStepUp::new(db.clone()),
+        ));
         let identity = IdentityService::new(
             db.clone(),
             &config.public_url,
@@ -138,8 +142,12 @@ impl AppState {
                 )));
         let audit =
             anshin_audit::AuditService::new(db.clone(), signer, &settings).with_sealer(sealer);
+        // Webhook secrets and URLs of new channels are sealed under the tenant's KEK; channels
+        // sealed with `alert_secrets` before the key service still open (`anshin keys reencrypt`
+        // and the `keys.reencrypt` job move them).
         let alerts =
-            anshin_audit::alerts::AlertService::new(db.clone(), rules, alert_secrets.clone());
+            anshin_audit::alerts::AlertService::new(db.clone(), rules, alert_secrets.clone())
+                .with_sealer(keys.sealer());
         Ok(Self {
             audit,
             alerts,

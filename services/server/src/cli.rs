@@ -35,7 +35,7 @@ pub enum Command {
     /// Export and verify the tamper-evident audit trail (監査証跡).
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Tenants' key-encryption keys (鍵管理): status, backfill and crypto-erase.
+    /// Tenants' key-encryption keys (鍵管理): status, backfill, re-encryption and crypto-erase.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Print the OpenAPI 3.1 document of the HTTP API.
@@ -56,6 +56,14 @@ pub enum KeysCommand {
     /// Give every tenant that has none its own KEK (tenants created before the key service, or
     /// while the key provider was unreachable).
     Backfill,
+    /// Re-encrypt under the tenants' KEKs what Anshin sealed with its interim keys before the key
+    /// service (identity providers' client secrets, alert webhooks' secrets and URLs). Idempotent:
+    /// run it again after an interruption. Prints the counts; exits 1 if anything was left.
+    Reencrypt {
+        /// Rows per batch (1–10000); each batch is one short transaction.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        batch: u64,
+    },
     /// Crypto-erase a tenant: disable its KEKs, schedule their deletion (the local provider
     /// destroys them at once) and delete the wrapped data keys Anshin holds. Irreversible: every
     /// copy of the tenant's encrypted data, backups included, becomes unreadable. Prints the

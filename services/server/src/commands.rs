@@ -145,6 +145,7 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
             .into_iter()
             .chain(anshin_identity::jobs::schedules())
             .chain(anshin_keys::jobs::schedules())
+            .chain([crate::keys::reencrypt_schedule()])
         {
             s.register(&db)
                 .await
@@ -167,6 +168,12 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
             keys: state.keys.clone(),
             tenants: directory.clone(),
         })
+        // Secrets sealed with the interim keys move under the tenants' KEKs (first run at the
+        // first start, then hourly; `anshin keys reencrypt` does the same on demand).
+        .register(crate::keys::ReencryptJob {
+            identity: state.identity.clone(),
+            alerts: state.alerts.clone(),
+        })
         .register(
             anshin_audit::alerts::AlertDeliveryJob::new(
                 state.alert_secrets.clone(),
@@ -179,6 +186,7 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
                     .map_err(CliError::usage)?,
             )
             .map_err(CliError::failure)?
+            .with_sealer(state.keys.sealer())
             .with_console_url(config.public_url.clone()),
         )
         .register(anshin_identity::break_glass::BreakGlassAlertJob {

@@ -8,6 +8,13 @@ use anshin_platform::config::Config;
 use anshin_tenancy::TenancyService;
 
 pub async fn run(config: &Config, cmd: KeysCommand) -> Result<(), CliError> {
+    if let KeysCommand::Reencrypt { batch } = &cmd {
+        if !(1..=10_000).contains(batch) {
+            return Err(CliError::usage(format!(
+                "--batch must be between 1 and 10000, not {batch}"
+            )));
+        }
+    }
     let db = open(config).await?;
     let provider = crate::keys::key_provider(config)
         .await
@@ -83,6 +90,42 @@ pub async fn run(config: &Config, cmd: KeysCommand) -> Result<(), CliError> {
                 .await
                 .map_err(|e| CliError::failure(e.to_string()))?;
             println!("Created {n} KEKs; every tenant has its own key.");
+            Ok(())
+        }
+        KeysCommand::Reencrypt { batch } => {
+            let (identity, alerts) = crate::keys::reencrypt_services(db.clone(), config, &keys)
+                .map_err(CliError::usage)?;
+            let r = crate::keys::reencrypt(&identity, &alerts, &Actor::operator(), batch).await;
+            for (what, c) in [
+                ("Identity provider client secrets", &r.identity_providers),
+                ("Alert webhook secrets and URLs", &r.notification_channels),
+            ] {
+                println!(
+                    "{what}: {} found under the interim key, {} re-encrypted under the tenant's KEK, {} left.",
+                    c.examined, c.resealed, c.failed
+                );
+            }
+            if let Some(e) = r.errors.first() {
+                let hint = if e.transient {
+                    " Nothing else changed; run it again when the key provider answers."
+                } else {
+                    ""
+                };
+                let more = r
+                    .errors
+                    .iter()
+                    .skip(1)
+                    .map(|e| format!("; {e}"))
+                    .collect::<String>();
+                return Err(CliError::failure(format!("{e}{more}.{hint}")));
+            }
+            if r.failed() > 0 {
+                return Err(CliError::failure(format!(
+                    "{} secrets could not be re-encrypted and stay under the interim key: unreadable with it, or the tenant's key is unusable (crypto-erased or disabled). The log above names each by id.",
+                    r.failed()
+                )));
+            }
+            println!("Every secret Anshin holds is sealed under its tenant's KEK.");
             Ok(())
         }
         KeysCommand::CryptoErase {

@@ -19,10 +19,14 @@
 
 use super::model::{alert_by_id, channel_by_id, AlertView, ChannelKind, ChannelRow};
 use super::rules::tokyo;
+use super::sealing::{
+    secret_context, url_context, Sealing, WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE,
+};
 use super::secretbox::SecretBox;
 use super::sql::exec;
 use anshin_platform::db::begin_tenant_tx;
 use anshin_platform::jobs::{JobContext, JobFailure, JobHandler};
+use anshin_platform::sealer::{SealerError, SecretSealer};
 use anshin_platform::secret::{redact_url, Secret};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -255,7 +259,7 @@ pub fn mail_text(a: &AlertView, console_url: Option<&str>) -> (String, String) {
 pub struct AlertDeliveryJob {
     http: reqwest::Client,
     mailer: Option<Arc<AlertMailer>>,
-    secrets: SecretBox,
+    sealing: Sealing,
     console_url: Option<String>,
 }
 
@@ -268,8 +272,10 @@ struct Attempt {
 }
 
 impl AlertDeliveryJob {
-    /// `secrets` opens the webhook secrets (`alerts::secretbox::load(data_dir)`); without a
-    /// mailer, email channels fail their attempts with "no mail server configured".
+    /// `secrets` opens the webhook secrets sealed before the key service
+    /// (`alerts::secretbox::load(data_dir)`); add the key service with [`Self::with_sealer`] for
+    /// the others. Without a mailer, email channels fail their attempts with "no mail server
+    /// configured".
     pub fn new(secrets: SecretBox, mailer: Option<AlertMailer>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -280,9 +286,16 @@ impl AlertDeliveryJob {
         Ok(Self {
             http,
             mailer: mailer.map(Arc::new),
-            secrets,
+            sealing: Sealing::new(secrets),
             console_url: None,
         })
+    }
+
+    /// Opens webhook secrets and URLs sealed by the key service (as [`super::AlertService`]
+    /// seals them when it has the same sealer).
+    pub fn with_sealer(mut self, sealer: Arc<dyn SecretSealer>) -> Self {
+        self.sealing = self.sealing.with_sealer(sealer);
+        self
     }
 
     /// The server's public URL, for links to the alert inbox in mails and webhook bodies.
@@ -337,18 +350,45 @@ impl AlertDeliveryJob {
             error: Some(error),
             started,
         };
-        let open = |sealed: &Option<String>, context: String| {
-            sealed
-                .as_deref()
-                .and_then(|s| self.secrets.open(s, &context).ok())
+        // Both are opened before anything is sent: without its secret, nothing goes out.
+        let opened = async {
+            let (Some(url), Some(secret)) = (&ch.url_sealed, &ch.secret_sealed) else {
+                return Err(SealerError::Invalid(
+                    "the channel has no URL or secret".into(),
+                ));
+            };
+            let t = p.tenant_id;
+            let url = self
+                .sealing
+                .open(t, WEBHOOK_URL_PURPOSE, &url_context(t, p.channel_id), url)
+                .await?;
+            let secret = self
+                .sealing
+                .open(
+                    t,
+                    WEBHOOK_SECRET_PURPOSE,
+                    &secret_context(t, p.channel_id),
+                    secret,
+                )
+                .await?;
+            Ok((url, secret))
+        }
+        .await;
+        let (url, secret) = match opened {
+            Ok(v) => v,
+            Err(e) if e.is_transient() => {
+                // A key-service outage: retried with back-off like an unreachable receiver.
+                let msg = format!("the webhook's URL and secret could not be opened now: {e}");
+                self.record(ctx, p, fail(None, msg.clone())).await;
+                return Err(JobFailure::retry(msg));
+            }
+            Err(e) => {
+                let msg = format!("the webhook's URL or secret cannot be read: {e}");
+                self.record(ctx, p, fail(None, msg.clone())).await;
+                return Err(JobFailure::permanent(msg));
+            }
         };
-        let url = open(&ch.url_sealed, url_context(p.tenant_id, p.channel_id));
-        let secret = open(&ch.secret_sealed, secret_context(p.tenant_id, p.channel_id));
-        let (Some(url), Some(secret)) = (url, secret) else {
-            let msg = "the webhook's URL or secret cannot be read (was the data directory's audit-secrets.key replaced?)";
-            self.record(ctx, p, fail(None, msg.into())).await;
-            return Err(JobFailure::permanent(msg));
-        };
+        let (url, secret) = (url.expose(), secret.expose());
         let body = WebhookBody {
             kind: "audit.alert".into(),
             delivery_id: ctx.job.id.clone(),
@@ -360,12 +400,12 @@ impl AlertDeliveryJob {
         let ts = Utc::now().timestamp();
         let res = self
             .http
-            .post(&url)
+            .post(url)
             .header("content-type", "application/json")
             .header(EVENT_HEADER, "audit.alert")
             .header(DELIVERY_HEADER, ctx.job.id.as_str())
             .header(TIMESTAMP_HEADER, ts.to_string())
-            .header(SIGNATURE_HEADER, sign_webhook(&secret, ts, &body))
+            .header(SIGNATURE_HEADER, sign_webhook(secret, ts, &body))
             .body(body)
             .send()
             .await;
@@ -495,16 +535,6 @@ fn error_chain(e: reqwest::Error) -> String {
         cause = c.source();
     }
     out.chars().take(1000).collect()
-}
-
-/// The associated data a webhook secret is sealed with: it only opens for its own channel.
-pub(crate) fn secret_context(tenant: Uuid, channel: Uuid) -> String {
-    format!("audit-webhook:{tenant}:{channel}")
-}
-
-/// The associated data a webhook URL is sealed with.
-pub(crate) fn url_context(tenant: Uuid, channel: Uuid) -> String {
-    format!("audit-webhook-url:{tenant}:{channel}")
 }
 
 #[async_trait::async_trait]

@@ -10,12 +10,13 @@
 //! ```text
 //! let rules = Arc::new(alerts::RuleSet::load(config.audit.alert_rules_file.as_deref())?);
 //! let secrets = alerts::secretbox::load(&config.data_dir)?;
+//! let keys: Arc<dyn SecretSealer> = key_service.sealer();       // optional: per-tenant KEKs
 //! sealer = sealer.with_hook(Arc::new(alerts::AlertEngine::new(rules.clone())));
-//! app_data(web::Data::new(alerts::AlertService::new(db, rules, secrets.clone())));
+//! app_data(web::Data::new(alerts::AlertService::new(db, rules, secrets.clone()).with_sealer(keys.clone())));
 //! cfg.configure(alerts::routes::configure);                       // + AlertsApi in OpenAPI
 //! let mailer = config.identity.smtp_url.as_ref()
 //!     .map(|u| alerts::AlertMailer::new(u, &config.identity.mail_from)).transpose()?;
-//! worker.register(alerts::AlertDeliveryJob::new(secrets, mailer)?.with_console_url(&config.public_url));
+//! worker.register(alerts::AlertDeliveryJob::new(secrets, mailer)?.with_sealer(keys).with_console_url(&config.public_url));
 //! migrations: anshin_audit::migrations() then alerts::migrations(); grants: alerts::grants().
 //! ```
 
@@ -23,8 +24,10 @@ pub mod delivery;
 pub mod engine;
 pub mod migration;
 pub mod model;
+pub mod reseal;
 pub mod routes;
 pub mod rules;
+pub mod sealing;
 pub mod secretbox;
 pub mod service;
 mod sql;
@@ -40,6 +43,7 @@ pub use model::{
     DeliveryView, NewChannel, PutRules, RulesView,
 };
 pub use rules::{BusinessHours, Rule, RuleKind, RuleOverride, RuleSet, Severity};
+pub use sealing::{WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE};
 pub use secretbox::SecretBox;
 pub use service::AlertService;
 
@@ -60,6 +64,10 @@ pub enum AlertError {
     Setup(String),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// Sealing or opening a webhook secret or URL failed (the key service is unreachable, the
+    /// tenant's key is unusable, …).
+    #[error(transparent)]
+    Sealer(#[from] anshin_platform::sealer::SealerError),
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
 }
@@ -78,6 +86,7 @@ impl From<AlertError> for Problem {
             AlertError::Invalid(d) => Problem::validation(d, Vec::new()),
             AlertError::Conflict(d) => Problem::conflict(d),
             AlertError::Audit(a) => Problem::from(a),
+            AlertError::Sealer(s) => Problem::from(s),
             AlertError::Db(e) => Problem::from(e),
             other => Problem::internal(&other),
         }

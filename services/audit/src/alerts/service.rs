@@ -4,16 +4,19 @@
 //! Scope is checked before role: a tenant or alert outside the caller's scope is "not found".
 //! Every change records an audit event in the same transaction.
 
-use super::delivery::{secret_context, url_context};
 use super::engine::load_overrides;
 use super::model::*;
 use super::rules::{RuleSet, Severity};
+use super::sealing::{
+    secret_context, url_context, Sealing, WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE,
+};
 use super::secretbox::SecretBox;
 use super::sql::{exec, query, query_one};
 use super::AlertError;
 use crate::event::{Actor, AuditEvent, Outcome, Source, Target};
 use crate::service::may_read;
 use anshin_platform::db::{begin_tenant_write_tx, tenant_reader};
+use anshin_platform::sealer::SecretSealer;
 use anshin_platform::{Principal, Role, TenantScope};
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Value};
@@ -28,9 +31,11 @@ const MAX_NOTE_CHARS: usize = 1000;
 
 #[derive(Clone)]
 pub struct AlertService {
-    db: DatabaseConnection,
+    pub(crate) db: DatabaseConnection,
     rules: Arc<RuleSet>,
-    secrets: SecretBox,
+    /// Seals webhook secrets and URLs: under the tenant's key with the key service when the
+    /// server provides one ([`Self::with_sealer`]), otherwise with the interim secret box.
+    pub(crate) sealing: Sealing,
 }
 
 fn require_reader(p: &Principal) -> Result<(), AlertError> {
@@ -161,8 +166,20 @@ fn new_secret() -> String {
 }
 
 impl AlertService {
+    /// `secrets` is the interim secret box (`alerts::secretbox::load(data_dir)`): it seals new
+    /// channels when no key service is given, and always opens channels sealed before one was.
     pub fn new(db: DatabaseConnection, rules: Arc<RuleSet>, secrets: SecretBox) -> Self {
-        Self { db, rules, secrets }
+        Self {
+            db,
+            rules,
+            sealing: Sealing::new(secrets),
+        }
+    }
+
+    /// Seals new webhook secrets and URLs with the key service (under each tenant's KEK).
+    pub fn with_sealer(mut self, sealer: Arc<dyn SecretSealer>) -> Self {
+        self.sealing = self.sealing.with_sealer(sealer);
+        self
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -526,12 +543,25 @@ impl AlertService {
                 (None, Some(serde_json::to_string(&list)?), None)
             }
         };
-        let sealed = secret
-            .as_deref()
-            .map(|s| self.secrets.seal(s, &secret_context(t, id)));
-        let url_sealed = url
-            .as_deref()
-            .map(|u| self.secrets.seal(u, &url_context(t, id)));
+        // Sealed before the write transaction: the key service stores a new data key in a
+        // transaction of its own (on SQLite a second writer inside ours would wait for it).
+        // When the key service is unreachable nothing is stored (503).
+        let sealed = match secret.as_deref() {
+            Some(s) => Some(
+                self.sealing
+                    .seal(t, WEBHOOK_SECRET_PURPOSE, &secret_context(t, id), s)
+                    .await?,
+            ),
+            None => None,
+        };
+        let url_sealed = match url.as_deref() {
+            Some(u) => Some(
+                self.sealing
+                    .seal(t, WEBHOOK_URL_PURPOSE, &url_context(t, id), u)
+                    .await?,
+            ),
+            None => None,
+        };
         let url_shown = url.as_deref().map(display_url);
         let min = req.min_severity.unwrap_or(Severity::Info);
         let tx = begin_tenant_write_tx(&self.db, p.tenant_id).await?;

@@ -43,7 +43,7 @@ pub(crate) struct Viewer {
 
 impl Viewer {
     /// The current session when it is a break-glass (emergency) session.
-    fn emergency(&self) -> Option<&SessionInfo> {
+    pub(crate) fn emergency(&self) -> Option<&SessionInfo> {
         self.sessions
             .iter()
             .find(|s| s.current && s.method == "break_glass")
@@ -385,13 +385,11 @@ pub async fn account(
     let Ok(id) = Uuid::parse_str(&path.into_inner()) else {
         return not_found(&web, &req);
     };
-    let entries = match identity.inventory(&v.principal).await {
-        Ok(e) => e,
+    let entry = match identity.account(&v.principal, id).await {
+        Ok(a) => a,
         Err(e) => return failure(&web, &req, &v, e),
     };
-    let Some(entry) = entries.iter().find(|a| a.id == id) else {
-        return not_found(&web, &req);
-    };
+    let entry = &entry;
     let password = match identity.password_status(&v.principal, id).await {
         Ok(p) => p,
         Err(e) => return failure(&web, &req, &v, e),
@@ -532,7 +530,8 @@ pub async fn review(
 // ---------------------------------------------------------------------------------------------
 // Invitations
 
-/// `/invitations`: invite a person by email with a role of this tenant.
+/// `/invitations`: invite a person by email with a role of this tenant; the pending
+/// invitations, each of which an admin can revoke.
 pub async fn invitations(
     web: web::Data<Arc<Web>>,
     identity: web::Data<IdentityService>,
@@ -555,8 +554,27 @@ pub async fn invitations(
             })
         })
         .collect();
+    let pending = match identity.pending_invitations(&v.principal).await {
+        Ok(p) => p,
+        Err(e) => return failure(&web, &req, &v, e),
+    };
+    let pending: Vec<Value> = pending
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "email": i.email,
+                "name": i.display_name,
+                "role": role_name(&web, v.lang, i.role.as_str()),
+                "invited_by": i.invited_by_name.clone().unwrap_or_else(|| who(&HashMap::new(), &i.invited_by)),
+                "created": fmt_time(i.created_at),
+                "expires": fmt_time(i.expires_at),
+            })
+        })
+        .collect();
     let mut ctx = base_context(&web, &v);
     ctx.insert("roles", &roles);
+    ctx.insert("pending", &pending);
     page_with(&web, &req, "invitations.html", StatusCode::OK, ctx)
 }
 
@@ -667,7 +685,9 @@ pub async fn grants(
                 "id": g.id,
                 "institution": institutions.get(&g.institution_id).cloned(),
                 "institution_id": g.institution_id,
-                "maintainer": who(&names, &g.maintainer),
+                // The maintainer belongs to the provider: named by the grant itself.
+                "maintainer": g.maintainer_name.clone().unwrap_or_else(|| who(&names, &g.maintainer)),
+                "maintainer_email": g.maintainer_email,
                 "plan": g.work_plan_ref,
                 "scope_name": msg(&web, lang, &format!("grant_scope_{}", g.scope)),
                 "starts": fmt_time(g.starts_at),
@@ -676,7 +696,7 @@ pub async fn grants(
                 "status": g.status,
                 "status_name": msg(&web, lang, &format!("grant_status_{}", g.status)),
                 "requested": fmt_time(g.requested_at),
-                "decided_by": g.decided_by.as_deref().map(|d| who(&names, d)),
+                "decided_by": g.decided_by_name.clone().or_else(|| g.decided_by.as_deref().map(|d| who(&names, d))),
                 "decided": fmt_opt(g.decided_at),
                 "note": g.decision_note,
                 "active": g.active,

@@ -4,7 +4,9 @@
 //! The page reads through the key service's typed API as the signed-in principal, so its scope
 //! and role checks decide what is shown (a tenant outside the viewer's scope is "not found").
 //! Rotation and BYOK go through the JSON API from `web/static/keys.js` with the session's CSRF
-//! token; the page only decides which buttons show.
+//! token; the page only decides which buttons show. They are sensitive key operations: when the
+//! API answers `step-up-required`, the script confirms with the person's passkey
+//! (`webauthn.js`) and sends the request again.
 
 use super::admin::{base_context, fmt_opt, fmt_time, forbidden, gate, msg, Area, Viewer};
 use super::{not_found, page_with, Lang, Web};
@@ -236,7 +238,13 @@ pub async fn status(
         }),
     );
     // The same roles as rotation and BYOK in the key service; an erased tenant gets no new key.
-    ctx.insert("can_manage", &(v.is_admin() && !st.erased));
+    // An emergency (break-glass) session has no authenticator for the step-up these need.
+    let emergency = v.emergency().is_some();
+    ctx.insert("can_manage", &(v.is_admin() && !st.erased && !emergency));
+    ctx.insert(
+        "emergency_no_manage",
+        &(v.is_admin() && !st.erased && emergency),
+    );
     ctx.insert("read_only", &!v.is_admin());
     page_with(&web, &req, "keys.html", StatusCode::OK, ctx)
 }
