@@ -309,7 +309,7 @@ type Ranges = [std::ops::Range<usize>; 5];
 
 fn envelope_ranges(ct: &[u8]) -> Ranges {
     assert_eq!(&ct[..4], b"ANSE");
-    assert_eq!(ct[4], 1, "version");
+    assert_eq!(ct[4], 2, "version");
     assert_eq!(ct[5], 1, "embedded DEK");
     let kl = u16::from_be_bytes([ct[6], ct[7]]) as usize;
     let kek = 8..8 + kl;
@@ -715,7 +715,7 @@ both_backends! {
         }
         // The version byte names the format this server reads.
         let mut t = ct.clone();
-        t[4] = 2;
+        t[4] = 3;
         let r = decrypt(&app, &a, "emr.lab", "P-42/lab-7", &t).await;
         assert_problem(&r, 422, "validation", "version");
         assert!(r.body["detail"].as_str().unwrap().contains("version"), "{}", r.raw);

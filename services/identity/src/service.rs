@@ -730,17 +730,31 @@ impl IdentityService {
 
     /// Finishes a passkey sign-in. Every failure gets the same answer (the reason is logged),
     /// so an attacker learns nothing about the account from it.
+    ///
+    /// One write transaction: the ceremony is consumed, the credential's counter and the
+    /// account's last sign-in recorded, and the session and its audit event inserted together.
     pub async fn sign_in_finish(
         &self,
         ceremony_id: Uuid,
         response: &PublicKeyCredential,
         meta: ClientMeta,
     ) -> Result<NewSession, IdentityError> {
-        let u = match self
-            .verify_assertion(ceremony_id, CEREMONY_SIGN_IN, response)
-            .await
-        {
-            Ok(u) => u,
+        let outcome = async {
+            let (c, result) = self
+                .check_assertion(ceremony_id, CEREMONY_SIGN_IN, response)
+                .await?;
+            let tx = begin_platform_write_tx(&self.db).await?;
+            let u = self.apply_assertion(&tx, &c, &result).await?;
+            let s = self.create_session(&tx, &u, "passkey", meta).await?;
+            tx.commit().await?;
+            Ok::<_, IdentityError>((u, s))
+        }
+        .await;
+        match outcome {
+            Ok((u, s)) => {
+                tracing::info!(user = %u.id, "signed in with a passkey");
+                Ok(s)
+            }
             Err(IdentityError::Ceremony(reason)) => {
                 tracing::info!(%reason, "passkey sign-in refused");
                 crate::audit::record_now(
@@ -755,17 +769,12 @@ impl IdentityService {
                     .detail("method", "passkey"),
                 )
                 .await;
-                return Err(IdentityError::Ceremony(
+                Err(IdentityError::Ceremony(
                     "the passkey sign-in was not accepted (unknown, used or expired challenge, or a passkey this account does not have); start again".into(),
-                ));
+                ))
             }
-            Err(e) => return Err(e),
-        };
-        let tx = begin_platform_tx(&self.db).await?;
-        let s = self.create_session(&tx, &u, "passkey", meta).await?;
-        tx.commit().await?;
-        tracing::info!(user = %u.id, "signed in with a passkey");
-        Ok(s)
+            Err(e) => Err(e),
+        }
     }
 
     /// Checks a passkey assertion of a step-up or OIDC step-up ceremony.
@@ -787,25 +796,83 @@ impl IdentityService {
         kind: &str,
         response: &PublicKeyCredential,
     ) -> Result<user::Model, IdentityError> {
-        let (c, state): (_, AuthState) = self.consume_ceremony(ceremony_id, kind).await?;
-        let result = match &state {
+        let (c, result) = self.check_assertion(ceremony_id, kind, response).await?;
+        let tx = begin_platform_write_tx(&self.db).await?;
+        let u = self.apply_assertion(&tx, &c, &result).await?;
+        tx.commit().await?;
+        Ok(u)
+    }
+
+    /// Verifies an assertion against a pending ceremony of `kind` without writing anything
+    /// when it is good (the caller's write transaction consumes the ceremony with
+    /// [`Self::apply_assertion`]); a bad assertion uses the ceremony up, so each challenge gets
+    /// one try.
+    async fn check_assertion(
+        &self,
+        ceremony_id: Uuid,
+        kind: &str,
+        response: &PublicKeyCredential,
+    ) -> Result<(ceremony::Model, AuthenticationResult), IdentityError> {
+        let (c, state): (_, AuthState) = self.pending_ceremony(ceremony_id, kind).await?;
+        let verified = match &state {
             AuthState::Passkey(st) => self.webauthn.finish_passkey_authentication(response, st),
-            AuthState::SecurityKey(st) => {
-                self.webauthn.finish_securitykey_authentication(response, st)
+            AuthState::SecurityKey(st) => self
+                .webauthn
+                .finish_securitykey_authentication(response, st),
+        };
+        match verified {
+            Ok(r) => Ok((c, r)),
+            Err(e) => {
+                if let Err(err) = self.use_up_ceremony(ceremony_id).await {
+                    tracing::warn!(error = %err, "could not mark a failed ceremony used");
+                }
+                Err(match e {
+                    webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise => {
+                        tracing::warn!(user = %c.user_id, "authenticator counter went backwards: possible cloned credential");
+                        IdentityError::Ceremony(
+                            "the authenticator's signature counter went backwards, which happens when a key was copied; the sign-in was refused — tell your administrator".into(),
+                        )
+                    }
+                    e => IdentityError::Ceremony(format!("the passkey was not accepted: {e}")),
+                })
             }
         }
-        .map_err(|e| match e {
-            webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise => {
-                tracing::warn!(user = %c.user_id, "authenticator counter went backwards: possible cloned credential");
-                IdentityError::Ceremony(
-                    "the authenticator's signature counter went backwards, which happens when a key was copied; the sign-in was refused — tell your administrator".into(),
-                )
-            }
-            e => IdentityError::Ceremony(format!("the passkey was not accepted: {e}")),
-        })?;
+    }
+
+    async fn use_up_ceremony(&self, id: Uuid) -> Result<(), IdentityError> {
         let tx = begin_platform_write_tx(&self.db).await?;
+        ceremony::Entity::update_many()
+            .col_expr(ceremony::Column::ConsumedAt, Expr::value(Utc::now()))
+            .filter(ceremony::Column::Id.eq(id))
+            .filter(ceremony::Column::ConsumedAt.is_null())
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inside the caller's write transaction: consumes the ceremony (only one of two racing
+    /// finishes wins), stores the credential's new counter and the account's last sign-in.
+    async fn apply_assertion(
+        &self,
+        tx: &impl ConnectionTrait,
+        c: &ceremony::Model,
+        result: &AuthenticationResult,
+    ) -> Result<user::Model, IdentityError> {
+        let now = Utc::now();
+        let r = ceremony::Entity::update_many()
+            .col_expr(ceremony::Column::ConsumedAt, Expr::value(now))
+            .filter(ceremony::Column::Id.eq(c.id))
+            .filter(ceremony::Column::ConsumedAt.is_null())
+            .exec(tx)
+            .await?;
+        if r.rows_affected != 1 {
+            return Err(IdentityError::Ceremony(
+                "this challenge was already used; start again".into(),
+            ));
+        }
         let u = user::Entity::find_by_id(c.user_id)
-            .one(&tx)
+            .one(tx)
             .await?
             .filter(|u| u.status == "active")
             .ok_or_else(|| IdentityError::Ceremony("the account is disabled".into()))?;
@@ -813,23 +880,20 @@ impl IdentityService {
         let stored = credential::Entity::find()
             .filter(credential::Column::CredentialId.eq(&cred_id))
             .filter(credential::Column::UserId.eq(u.id))
-            .one(&tx)
+            .one(tx)
             .await?
             .ok_or_else(|| {
                 IdentityError::Ceremony("this passkey is not registered to the account".into())
             })?;
         let mut auth = StoredAuthenticator::from_row(&stored.kind, &stored.passkey)?;
-        auth.update(&result);
-        let now = Utc::now();
+        auth.update(result);
         let mut am: credential::ActiveModel = stored.into();
         am.passkey = Set(auth.to_row()?);
         am.last_used_at = Set(Some(now));
-        am.update(&tx).await?;
+        am.update(tx).await?;
         let mut um: user::ActiveModel = u.into();
         um.last_sign_in_at = Set(Some(now));
-        let u = um.update(&tx).await?;
-        tx.commit().await?;
-        Ok(u)
+        Ok(um.update(tx).await?)
     }
 
     // ---- Sessions -----------------------------------------------------------------------
@@ -1182,6 +1246,35 @@ impl IdentityService {
         .insert(c)
         .await?;
         Ok(m.id)
+    }
+
+    /// A ceremony of `kind` that is neither used nor expired, with its decoded state, read
+    /// without writing (the caller consumes it in its own write transaction).
+    pub(crate) async fn pending_ceremony<S: serde::de::DeserializeOwned>(
+        &self,
+        id: Uuid,
+        kind: &str,
+    ) -> Result<(ceremony::Model, S), IdentityError> {
+        let tx = begin_platform_tx(&self.db).await?;
+        let c = ceremony::Entity::find_by_id(id)
+            .filter(ceremony::Column::Kind.eq(kind))
+            .one(&tx)
+            .await?;
+        tx.commit().await?;
+        let c = c.ok_or_else(|| IdentityError::Ceremony("unknown ceremony; start again".into()))?;
+        if c.consumed_at.is_some() {
+            return Err(IdentityError::Ceremony(
+                "this challenge was already used; start again".into(),
+            ));
+        }
+        if c.expires_at <= Utc::now() {
+            return Err(IdentityError::Ceremony(
+                "this challenge has expired; start again".into(),
+            ));
+        }
+        let state = serde_json::from_str(&c.state)
+            .map_err(|e| IdentityError::Ceremony(format!("stored ceremony is unreadable: {e}")))?;
+        Ok((c, state))
     }
 
     /// Marks a ceremony used and returns it with its decoded state; a replayed, expired or unknown

@@ -261,10 +261,10 @@ impl KeyService {
         purpose: &str,
         record: &str,
         ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    ) -> Result<envelope::Plaintext, KeyError> {
         self.authorize(p, Op::Decrypt, purpose).await?;
         let key_id = match envelope::parse(ciphertext).map(|x| x.dek) {
-            Ok(envelope::DekRef::Embedded { kek_id, .. }) => Some(kek_id),
+            Ok(envelope::DekView::Embedded { kek_id, .. }) => Some(kek_id.to_string()),
             _ => None,
         };
         if let Some(k) = &key_id {

@@ -2,8 +2,8 @@
 //! data plane's records take (DEK embedded in each ciphertext) and the wrapped data keys handed to
 //! machine clients. The key service adds tenants' KEK records and Anshin's stored DEKs on top.
 
-use crate::cache::{CacheLimits, CacheStats, DataKeyCache, DecryptionRef, EncryptionKey};
-use crate::envelope::{self, Binding, DataKey, DekRef, SealError};
+use crate::cache::{CacheLimits, CacheStats, DataKeyCache, EmbeddedRef, EncryptionKey};
+use crate::envelope::{self, Binding, DataKey, DekRef, DekView, Plaintext, SealError};
 use crate::error::KeyError;
 use crate::provider::{EncryptionContext, KeyProvider};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,14 +141,16 @@ impl KeyRing {
                 .provider
                 .generate_data_key(&kek.key_id, &dek_context(kek.tenant, purpose))
                 .await?;
-            Ok(EncryptionKey::new(
+            EncryptionKey::new(
                 DataKey::new(&g.plaintext, self.cache.limits().max_messages),
                 DekRef::Embedded {
                     kek_id: g.key_id,
                     wrapped: g.wrapped,
                 },
                 kek.id,
-            ))
+                kek.tenant,
+                purpose,
+            )
         })
         .await
     }
@@ -187,11 +189,10 @@ impl KeyRing {
                     }
                 }
             };
-            match entry.key.seal(&entry.dek, binding, plaintext) {
+            match entry.seal(binding, plaintext) {
                 Ok(ct) => return Ok(ct),
                 Err(SealError::Exhausted) => {
-                    self.cache
-                        .evict_encryption(&(tenant, purpose.to_string()), &entry);
+                    self.cache.evict_encryption(tenant, purpose, &entry);
                 }
                 Err(SealError::Key(e)) => return Err(e),
             }
@@ -211,7 +212,7 @@ impl KeyRing {
         purpose: &str,
         record: &str,
         ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    ) -> Result<Plaintext, KeyError> {
         let binding = Binding {
             tenant,
             purpose,
@@ -219,20 +220,25 @@ impl KeyRing {
         };
         binding.validate()?;
         let parsed = envelope::parse(ciphertext)?;
-        let (kek_id, wrapped) = match &parsed.dek {
-            DekRef::Embedded { kek_id, wrapped } => (kek_id.as_str(), wrapped.as_slice()),
-            DekRef::Stored(_) => return Err(KeyError::Invalid(
+        let (kek_id, wrapped) = match parsed.dek {
+            DekView::Embedded { kek_id, wrapped } => (kek_id, wrapped),
+            DekView::Stored(_) => return Err(KeyError::Invalid(
                 "this ciphertext refers to a key Anshin stores; decrypt it through the key service"
                     .into(),
             )),
         };
-        let key = self
+        let (key, bound) = self
             .unwrap_cached(tenant, owns, purpose, kek_id, wrapped)
             .await?;
-        key.open(&parsed, &binding)
+        if parsed.version == envelope::VERSION {
+            key.open_bound(&parsed, &bound, record)
+        } else {
+            key.open(&parsed, &binding)
+        }
     }
 
-    /// A DEK for an embedded or token-carried wrapped key, from the cache or the provider.
+    /// A DEK for an embedded wrapped key, from the cache or the provider, with the envelope
+    /// [`envelope::Bound`] of its header, tenant and purpose.
     pub async fn unwrap_cached(
         &self,
         tenant: Uuid,
@@ -240,12 +246,17 @@ impl KeyRing {
         purpose: &str,
         kek_id: &str,
         wrapped: &[u8],
-    ) -> Result<Arc<DataKey>, KeyError> {
+    ) -> Result<(Arc<DataKey>, envelope::Bound), KeyError> {
         if !owns(kek_id) {
             return Err(KeyError::InvalidCiphertext);
         }
-        let r = DecryptionRef::embedded(tenant, purpose, kek_id, wrapped);
-        if let Some(k) = self.cache.decryption_key(&r, tenant) {
+        let r = EmbeddedRef {
+            tenant,
+            purpose,
+            kek_id,
+            wrapped,
+        };
+        if let Some(k) = self.cache.embedded_key(&r) {
             return Ok(k);
         }
         self.count_call("decrypt");
@@ -255,8 +266,8 @@ impl KeyRing {
             .await?;
         // Decryption-only: the message limit is irrelevant.
         let key = Arc::new(DataKey::from_slice(&raw, 0)?);
-        self.cache.put_decryption_key(r, tenant, key.clone());
-        Ok(key)
+        let bound = self.cache.put_embedded_key(&r, key.clone())?;
+        Ok((key, bound))
     }
 
     /// A fresh data key for a machine client (never cached: the client owns its use).

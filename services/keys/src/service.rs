@@ -405,11 +405,13 @@ impl KeyService {
             .await?;
             tx.commit().await?;
             self.touch(k.id).await;
-            Ok(EncryptionKey::new(
+            EncryptionKey::new(
                 DataKey::new(&g.plaintext, ring.cache().limits().max_messages),
                 DekRef::Stored(id),
                 k.id,
-            ))
+                tenant,
+                purpose,
+            )
         })
         .await
     }
@@ -421,7 +423,7 @@ impl KeyService {
         purpose: &str,
         record: &str,
         ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    ) -> Result<envelope::Plaintext, KeyError> {
         let binding = Binding {
             tenant,
             purpose,
@@ -429,7 +431,7 @@ impl KeyService {
         };
         binding.validate()?;
         let parsed = envelope::parse(ciphertext)?;
-        let DekRef::Stored(id) = parsed.dek else {
+        let envelope::DekView::Stored(id) = parsed.dek else {
             let keks = self.usable_keks(tenant).await?;
             let owns = |k: &str| keks.iter().any(|m| m.key_id == k);
             return self
