@@ -610,11 +610,7 @@ mod tests {
         assert!(c.encryption_key(d, "p", 1).is_some());
 
         let r = DecryptionRef::Stored(Uuid::new_v4());
-        c.put_decryption_key(
-            r.clone(),
-            a,
-            Arc::new(DataKey::new(&Zeroizing::new([2; 32]), 1)),
-        );
+        c.put_decryption_key(r, a, Arc::new(DataKey::new(&Zeroizing::new([2; 32]), 1)));
         assert!(c.decryption_key(&r, a).is_some());
         assert!(c.decryption_key(&r, b).is_none(), "another tenant's entry");
         c.flush_tenant(d);
