@@ -65,7 +65,18 @@ async function enroll(page, link, deviceName) {
   await page.waitForURL("**/portal", { timeout: 15000 });
 }
 
-const shot = (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+// Screenshots are for people to look at, not assertions: Chromium under load sometimes answers
+// "Unable to capture screenshot" while it is still compositing, so try again briefly.
+async function shot(page, name) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+    } catch (e) {
+      if (attempt >= 3) throw e;
+      await page.waitForTimeout(500 * attempt);
+    }
+  }
+}
 const text = async (page, sel) => (await page.locator(sel).first().textContent()).trim();
 // The key status as the JSON API reports it, with the page's session cookie.
 const apiStatus = (page, tenant) => page.evaluate(async (t) => {
