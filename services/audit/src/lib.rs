@@ -35,6 +35,7 @@ pub fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
     let mut all = migration::migrations();
     all.extend(alerts::migrations());
     all.extend(trusted_time::migrations());
+    all.extend(alerts::later_migrations());
     all
 }
 

@@ -9,6 +9,7 @@ pub mod entity;
 pub mod envelope;
 pub mod erase;
 pub mod error;
+pub mod index;
 pub mod jobs;
 pub mod migration;
 pub mod provider;

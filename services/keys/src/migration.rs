@@ -151,8 +151,55 @@ impl MigrationTrait for CreateKeyTables {
     }
 }
 
+/// Blind-index keys: one per purpose, sealed under the platform's KEK. Only platform-scope
+/// transactions see them (sign-in looks up accounts before any tenant is known).
+pub struct CreateIndexKeys;
+
+impl MigrationName for CreateIndexKeys {
+    fn name(&self) -> &str {
+        "m20261203_000401_key_index_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateIndexKeys {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(a("key_index_keys"))
+                .col(
+                    ColumnDef::new(a("purpose"))
+                        .string_len(64)
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(a("sealed")).binary().not_null())
+                .col(ts("created_at").not_null())
+                .to_owned(),
+        )
+        .await?;
+        let db = m.get_connection();
+        if db.get_database_backend() == DbBackend::Postgres {
+            let p = PLATFORM_SCOPE;
+            db.execute_unprepared(&format!(
+                "ALTER TABLE key_index_keys ENABLE ROW LEVEL SECURITY;
+                 ALTER TABLE key_index_keys FORCE ROW LEVEL SECURITY;
+                 CREATE POLICY key_index_keys_platform ON key_index_keys
+                   USING ({p}) WITH CHECK ({p});"
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(a("key_index_keys")).to_owned())
+            .await
+    }
+}
+
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(CreateKeyTables)]
+    vec![Box::new(CreateKeyTables), Box::new(CreateIndexKeys)]
 }
 
 pub fn grants() -> Vec<TableGrant> {
@@ -169,6 +216,10 @@ pub fn grants() -> Vec<TableGrant> {
         TableGrant {
             table: "key_data_keys",
             privileges: "SELECT, INSERT, UPDATE, DELETE",
+        },
+        TableGrant {
+            table: "key_index_keys",
+            privileges: "SELECT, INSERT",
         },
     ]
 }

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// Who tells whether a person confirmed recently (identity, wired by the server); unset,
     /// people are refused key administration (fail closed).
     pub(crate) step_up: OnceLock<Arc<dyn StepUpVerifier>>,
+    /// Blind-index keys, unsealed on first use ([`crate::index`]).
+    pub(crate) index_keys: crate::index::IndexKeys,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -110,6 +112,7 @@ impl KeyService {
                 settings,
                 last_used: Mutex::new(HashMap::new()),
                 step_up: OnceLock::new(),
+                index_keys: Default::default(),
             }),
         }
     }

@@ -20,7 +20,7 @@
 use super::model::{alert_by_id, channel_by_id, AlertView, ChannelKind, ChannelRow};
 use super::rules::tokyo;
 use super::sealing::{
-    secret_context, url_context, Sealing, WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE,
+    mask_address, secret_context, url_context, Sealing, WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE,
 };
 use super::secretbox::SecretBox;
 use super::sql::exec;
@@ -465,15 +465,10 @@ impl AlertDeliveryJob {
         };
         let (subject, body) = mail_text(alert, self.console_url.as_deref());
         let mut failed = Vec::new();
-        for to in &ch.view.recipients {
-            // A recipient already mailed by an earlier attempt is skipped.
-            // (Named by a hash: step names are short, addresses may be long.)
-            let step = format!(
-                "mail:{}",
-                &hex::encode(<Sha256 as sha2::Digest>::digest(
-                    to.to_lowercase().as_bytes()
-                ))[..32]
-            );
+        for (i, to) in ch.view.recipients.iter().enumerate() {
+            // A recipient already mailed by an earlier attempt is skipped. Named by position
+            // (a channel's list never changes), so job records hold no address, not even hashed.
+            let step = format!("mail:{i}");
             let sent = ctx
                 .step(&step, || async {
                     let started = Instant::now();
@@ -493,7 +488,7 @@ impl AlertDeliveryJob {
                         ctx,
                         p,
                         Attempt {
-                            recipient: Some(to.clone()),
+                            recipient: Some(mask_address(to)),
                             status_code: code,
                             error: error.clone(),
                             started,
@@ -560,10 +555,29 @@ impl JobHandler for AlertDeliveryJob {
         let Some(alert) = alert else {
             return Err(JobFailure::permanent("the alert no longer exists"));
         };
-        let Some(ch) = channel.filter(|c| c.view.enabled && c.view.deleted_at.is_none()) else {
+        let Some(mut ch) = channel.filter(|c| c.view.enabled && c.view.deleted_at.is_none()) else {
             tracing::info!(alert = %p.alert_id, channel = %p.channel_id, "alert not delivered: the channel was deleted or disabled");
             return Ok(());
         };
+        if let Err(e) = self.sealing.reveal_recipients(&mut ch).await {
+            let msg = format!("the channel's recipients cannot be opened: {e}");
+            self.record(
+                ctx,
+                &p,
+                Attempt {
+                    recipient: None,
+                    status_code: None,
+                    error: Some(msg.clone()),
+                    started: Instant::now(),
+                },
+            )
+            .await;
+            return Err(if e.is_transient() {
+                JobFailure::retry(msg)
+            } else {
+                JobFailure::permanent(msg)
+            });
+        }
         // Always in the log, whatever the channels do.
         tracing::warn!(tenant = %p.tenant_id, alert = %alert.id, rule = %alert.rule_id, severity = alert.severity.as_str(), channel = %ch.view.id, "delivering audit alert");
         match ch.view.kind {

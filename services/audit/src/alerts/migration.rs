@@ -273,8 +273,46 @@ impl MigrationTrait for CreateAlertTables {
     }
 }
 
+/// Mail recipients sealed like webhook secrets (contact data, guideline 7 ③): new channels
+/// store them only in `recipients_sealed`; the re-encryption pass moves the readable ones.
+pub struct SealRecipients;
+
+impl MigrationName for SealRecipients {
+    fn name(&self) -> &str {
+        "m20261203_000303_audit_alert_recipients_sealed"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SealRecipients {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(a("audit_notification_channels"))
+                .add_column(ColumnDef::new(a("recipients_sealed")).text())
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(a("audit_notification_channels"))
+                .drop_column(a("recipients_sealed"))
+                .to_owned(),
+        )
+        .await
+    }
+}
+
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![Box::new(CreateAlertTables)]
+}
+
+/// Alert migrations that come after the trusted-time tables (names sort in list order).
+pub fn later_migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![Box::new(SealRecipients)]
 }
 
 pub fn grants() -> Vec<TableGrant> {

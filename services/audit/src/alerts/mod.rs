@@ -37,13 +37,13 @@ pub use delivery::{
     DELIVERY_JOB, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 pub use engine::{AlertEngine, NewAlert};
-pub use migration::{grants, migrations};
+pub use migration::{grants, later_migrations, migrations};
 pub use model::{
     AlertPage, AlertQuery, AlertStatus, AlertView, ChannelKind, ChannelView, CreatedChannel,
     DeliveryView, NewChannel, PutRules, RulesView,
 };
 pub use rules::{BusinessHours, Rule, RuleKind, RuleOverride, RuleSet, Severity};
-pub use sealing::{WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE};
+pub use sealing::{mask_address, RECIPIENTS_PURPOSE, WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE};
 pub use secretbox::SecretBox;
 pub use service::AlertService;
 

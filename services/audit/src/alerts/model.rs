@@ -238,9 +238,13 @@ pub(crate) struct ChannelRow {
     pub view: ChannelView,
     pub url_sealed: Option<String>,
     pub secret_sealed: Option<String>,
+    /// Mail channels: the recipient list (JSON) sealed; `view.recipients` is empty until
+    /// [`super::AlertService::reveal_recipients`] opens it. Channels from before sealing keep a
+    /// readable list in `recipients` until the re-encryption pass moves it.
+    pub recipients_sealed: Option<String>,
 }
 
-pub(crate) const CHANNEL_COLUMNS: &str = "id, tenant_id, kind, name, url, url_sealed, recipients, min_severity, enabled, secret_sealed, created_at, created_by, deleted_at";
+pub(crate) const CHANNEL_COLUMNS: &str = "id, tenant_id, kind, name, url, url_sealed, recipients, recipients_sealed, min_severity, enabled, secret_sealed, created_at, created_by, deleted_at";
 
 /// The URL shown to people: scheme, host, port and path; no query, fragment or credentials, and
 /// long path segments (webhook services often put a token there) masked.
@@ -291,6 +295,7 @@ impl ChannelRow {
             },
             url_sealed: r.try_get("", "url_sealed")?,
             secret_sealed: r.try_get("", "secret_sealed")?,
+            recipients_sealed: r.try_get("", "recipients_sealed")?,
         })
     }
 }

@@ -1,6 +1,7 @@
-//! Re-encryption of notification channels sealed before the key service: webhook secrets and
-//! URLs still under the interim secret box (`audit-secrets.key`) are opened and sealed again
-//! under the tenant's KEK.
+//! Re-encryption of notification channels sealed before the key service: webhook secrets,
+//! URLs and mail recipient lists still under the interim secret box (`audit-secrets.key`), and
+//! recipient lists stored readable before they were sealed at all, are sealed again under the
+//! tenant's KEK.
 //!
 //! In batches, each a short read, then the sealing (outside any transaction: the key service
 //! writes data keys in its own), then one write transaction in which every channel is updated
@@ -9,7 +10,10 @@
 //! resumable: a value sealed by the key service is never selected again, so a pass interrupted
 //! anywhere is simply run again.
 
-use super::sealing::{secret_context, url_context, WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE};
+use super::sealing::{
+    recipients_context, secret_context, url_context, RECIPIENTS_PURPOSE, WEBHOOK_SECRET_PURPOSE,
+    WEBHOOK_URL_PURPOSE,
+};
 use super::sql::{exec, query};
 use super::{AlertError, AlertService};
 use crate::event::{Actor, AuditEvent, Outcome, Target};
@@ -28,12 +32,16 @@ struct Legacy {
     tenant_id: Uuid,
     secret_sealed: Option<String>,
     url_sealed: Option<String>,
+    /// A recipient list stored readable (before recipients were sealed).
+    recipients: Option<String>,
+    recipients_sealed: Option<String>,
 }
 
 struct Resealed {
     legacy: Legacy,
     secret_sealed: Option<String>,
     url_sealed: Option<String>,
+    recipients_sealed: Option<String>,
     fields: Vec<&'static str>,
 }
 
@@ -102,14 +110,18 @@ impl AlertService {
         for r in &done {
             let changed = exec(
                 &tx,
-                "UPDATE audit_notification_channels SET secret_sealed = $2, url_sealed = $3 \
-                 WHERE id = $1 AND deleted_at IS NULL AND COALESCE(secret_sealed, '') = $4 AND COALESCE(url_sealed, '') = $5",
+                "UPDATE audit_notification_channels SET secret_sealed = $2, url_sealed = $3, recipients_sealed = $6, recipients = NULL \
+                 WHERE id = $1 AND deleted_at IS NULL AND COALESCE(secret_sealed, '') = $4 AND COALESCE(url_sealed, '') = $5 \
+                 AND COALESCE(recipients_sealed, '') = $7 AND COALESCE(recipients, '') = $8",
                 vec![
                     r.legacy.id.into(),
                     r.secret_sealed.clone().into(),
                     r.url_sealed.clone().into(),
                     r.legacy.secret_sealed.clone().unwrap_or_default().into(),
                     r.legacy.url_sealed.clone().unwrap_or_default().into(),
+                    r.recipients_sealed.clone().into(),
+                    r.legacy.recipients_sealed.clone().unwrap_or_default().into(),
+                    r.legacy.recipients.clone().unwrap_or_default().into(),
                 ],
             )
             .await?;
@@ -125,7 +137,14 @@ impl AlertService {
             )
             .target(Target::new("notification_channel", r.legacy.id))
             .detail("fields", &r.fields)
-            .detail("from", "secretbox")
+            .detail(
+                "from",
+                if r.fields == ["recipients"] && r.legacy.recipients.is_some() {
+                    "plaintext"
+                } else {
+                    "secretbox"
+                },
+            )
             .detail("to", "key-service");
             crate::store::record(&tx, &e).await?;
             report.resealed += 1;
@@ -158,9 +177,10 @@ impl AlertService {
         values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
         let lim = values.len();
         let sql = format!(
-            "SELECT id, tenant_id, secret_sealed, url_sealed FROM audit_notification_channels \
+            "SELECT id, tenant_id, secret_sealed, url_sealed, recipients, recipients_sealed FROM audit_notification_channels \
              WHERE deleted_at IS NULL \
-             AND ((secret_sealed IS NOT NULL AND secret_sealed NOT LIKE $1) OR (url_sealed IS NOT NULL AND url_sealed NOT LIKE $1)) \
+             AND ((secret_sealed IS NOT NULL AND secret_sealed NOT LIKE $1) OR (url_sealed IS NOT NULL AND url_sealed NOT LIKE $1) \
+               OR recipients IS NOT NULL OR (recipients_sealed IS NOT NULL AND recipients_sealed NOT LIKE $1)) \
              {cursor} ORDER BY id LIMIT ${lim}"
         );
         let tx = begin_platform_tx(&self.db).await?;
@@ -173,6 +193,8 @@ impl AlertService {
                     tenant_id: r.try_get("", "tenant_id")?,
                     secret_sealed: r.try_get("", "secret_sealed")?,
                     url_sealed: r.try_get("", "url_sealed")?,
+                    recipients: r.try_get("", "recipients")?,
+                    recipients_sealed: r.try_get("", "recipients_sealed")?,
                 })
             })
             .collect()
@@ -212,10 +234,37 @@ impl AlertService {
         if url_sealed.1 {
             fields.push("url");
         }
+        let rctx = recipients_context(t, id);
+        let recipients_sealed = match legacy.recipients.as_deref() {
+            // Readable from before recipients were sealed: seal them as they are.
+            Some(plain) => (
+                Some(
+                    sealer
+                        .seal(t, RECIPIENTS_PURPOSE, &rctx, plain)
+                        .await
+                        .map_err(|e| (id, e))?,
+                ),
+                true,
+            ),
+            None => self
+                .reseal_value(
+                    sealer,
+                    t,
+                    legacy.recipients_sealed.as_deref(),
+                    RECIPIENTS_PURPOSE,
+                    &rctx,
+                )
+                .await
+                .map_err(|e| (id, e))?,
+        };
+        if recipients_sealed.1 {
+            fields.push("recipients");
+        }
         Ok(Resealed {
             legacy,
             secret_sealed: secret_sealed.0,
             url_sealed: url_sealed.0,
+            recipients_sealed: recipients_sealed.0,
             fields,
         })
     }
@@ -521,17 +570,127 @@ mod tests {
             0
         );
         assert_eq!(count(&db, "SELECT COUNT(*) FROM audit_events").await, 0);
-        // Mail channels have nothing to seal: they do not need the key service.
-        let mail = NewChannel {
+        // Mail channels seal their recipients (contact data): refused as well.
+        let e = svc
+            .create_channel(&admin(t), mail(), &Source::default())
+            .await
+            .unwrap_err();
+        assert_eq!(Problem::from(e).status.as_u16(), 503);
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM audit_notification_channels").await,
+            0
+        );
+        fake.down.store(false, Ordering::SeqCst);
+        svc.create_channel(&admin(t), mail(), &Source::default())
+            .await
+            .unwrap();
+    }
+
+    fn mail() -> NewChannel {
+        NewChannel {
             tenant_id: None,
             kind: ChannelKind::Email,
             name: "情報システム室".into(),
             url: None,
-            recipients: Some(vec!["it@clinic.example.jp".into()]),
+            recipients: Some(vec![
+                "it@clinic.example.jp".into(),
+                "cio@clinic.example.jp".into(),
+            ]),
             min_severity: None,
-        };
-        svc.create_channel(&admin(t), mail, &Source::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn recipients_are_sealed_and_readable_ones_are_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path()).await;
+        let fake = Arc::new(FakeSealer::default());
+        let svc = AlertService::new(
+            db.clone(),
+            Arc::new(RuleSet::shipped().unwrap()),
+            SecretBox::from_key([2; 32]),
+        )
+        .with_sealer(fake.clone());
+        let (t, src) = (Uuid::now_v7(), Source::default());
+        let a = svc.create_channel(&admin(t), mail(), &src).await.unwrap();
+        assert_eq!(a.channel.recipients.len(), 2);
+        // Nothing readable in the table or the trail.
+        let dump = strings(
+            &db,
+            "SELECT COALESCE(recipients, '') || '|' || COALESCE(recipients_sealed, '') FROM audit_notification_channels",
+        )
+        .await;
+        assert!(dump[0].starts_with("|anshin-env1:"), "{dump:?}");
+        let bodies = strings(&db, "SELECT body FROM audit_events").await;
+        assert!(
+            bodies.iter().all(|b| !b.contains("it@clinic")),
+            "{bodies:?}"
+        );
+        assert!(
+            bodies.iter().any(|b| b.contains("i…@clinic.example.jp")),
+            "{bodies:?}"
+        );
+        let listed = svc.channels(&admin(t), None).await.unwrap();
+        assert_eq!(
+            listed[0].recipients,
+            vec!["it@clinic.example.jp", "cio@clinic.example.jp"]
+        );
+
+        // A channel from before recipients were sealed: readable until the pass moves it.
+        let b = svc.create_channel(&admin(t), mail(), &src).await.unwrap();
+        db.execute(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "UPDATE audit_notification_channels SET recipients = $1, recipients_sealed = NULL WHERE id = $2",
+            vec![r#"["old@clinic.example.jp"]"#.into(), b.channel.id.into()],
+        ))
+        .await
+        .unwrap();
+        let listed = svc.channels(&admin(t), None).await.unwrap();
+        assert_eq!(listed[1].recipients, vec!["old@clinic.example.jp"]);
+        let r = svc.reseal_legacy(&Actor::system("test"), 10).await.unwrap();
+        assert_eq!(
+            r,
+            ResealReport {
+                examined: 1,
+                resealed: 1,
+                failed: 0
+            }
+        );
+        let dump = strings(
+            &db,
+            "SELECT COALESCE(recipients, '') || '|' || COALESCE(recipients_sealed, '') FROM audit_notification_channels ORDER BY id",
+        )
+        .await;
+        assert!(
+            dump.iter().all(|d| d.starts_with("|anshin-env1:")),
+            "{dump:?}"
+        );
+        let listed = svc.channels(&admin(t), None).await.unwrap();
+        assert_eq!(listed[1].recipients, vec!["old@clinic.example.jp"]);
+        let moved = strings(
+            &db,
+            &format!("SELECT body FROM audit_events WHERE action = '{RESEAL_ACTION}'"),
+        )
+        .await;
+        assert!(
+            moved.len() == 1 && moved[0].contains("plaintext") && moved[0].contains("recipients"),
+            "{moved:?}"
+        );
+        assert_eq!(
+            svc.reseal_legacy(&Actor::system("test"), 10).await.unwrap(),
+            ResealReport::default()
+        );
+        // Deleting a channel deletes its recipients.
+        svc.delete_channel(&admin(t), a.channel.id, &src)
             .await
             .unwrap();
+        assert_eq!(
+            count(
+                &db,
+                "SELECT COUNT(*) FROM audit_notification_channels WHERE recipients_sealed IS NOT NULL"
+            )
+            .await,
+            1
+        );
     }
 }

@@ -15,6 +15,26 @@ pub const WEBHOOK_SECRET_PURPOSE: &str = "audit.webhook-secret";
 /// Key-service purpose of full webhook URLs (they may carry a token of their own).
 pub const WEBHOOK_URL_PURPOSE: &str = "audit.webhook-url";
 
+/// Key-service purpose of mail channels' recipient lists (contact data).
+pub const RECIPIENTS_PURPOSE: &str = "audit.alert-recipients";
+
+/// The associated data a recipient list is sealed with.
+pub(crate) fn recipients_context(tenant: Uuid, channel: Uuid) -> String {
+    format!("audit-recipients:{tenant}:{channel}")
+}
+
+/// An address as kept where it is only needed to tell recipients apart (delivery records, the
+/// audit trail): the first character of the local part and the domain, `i…@clinic.example.jp`.
+pub fn mask_address(addr: &str) -> String {
+    match addr.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}…@{domain}")
+        }
+        None => "…".into(),
+    }
+}
+
 /// The associated data a webhook secret is sealed with: it only opens for its own channel.
 pub(crate) fn secret_context(tenant: Uuid, channel: Uuid) -> String {
     format!("audit-webhook:{tenant}:{channel}")
@@ -85,6 +105,25 @@ impl Sealing {
             return s.open(tenant, purpose, context, stored).await;
         }
         self.open_legacy(stored, context)
+    }
+
+    /// Fills a mail channel's `view.recipients` from its sealed list (rows from before sealing
+    /// already have them readable).
+    pub(crate) async fn reveal_recipients(
+        &self,
+        ch: &mut super::model::ChannelRow,
+    ) -> Result<(), SealerError> {
+        let Some(sealed) = ch.recipients_sealed.as_deref() else {
+            return Ok(());
+        };
+        let (t, id) = (ch.view.tenant_id, ch.view.id);
+        let json = self
+            .open(t, RECIPIENTS_PURPOSE, &recipients_context(t, id), sealed)
+            .await?;
+        ch.view.recipients = serde_json::from_str(json.expose()).map_err(|_| {
+            SealerError::Invalid("the sealed recipient list is not a list of addresses".into())
+        })?;
+        Ok(())
     }
 
     /// Opens a secret box value.
@@ -164,6 +203,14 @@ pub(crate) mod tests {
                 _ => Err(SealerError::Invalid("not this binding".into())),
             }
         }
+    }
+
+    #[test]
+    fn masked_addresses_keep_the_domain_and_one_character() {
+        assert_eq!(mask_address("it@clinic.example.jp"), "i…@clinic.example.jp");
+        assert_eq!(mask_address("情報@病院.jp"), "情…@病院.jp");
+        assert_eq!(mask_address("a@b@c.jp"), "a…@c.jp");
+        assert_eq!(mask_address("no-at-sign"), "…");
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@ use super::engine::load_overrides;
 use super::model::*;
 use super::rules::{RuleSet, Severity};
 use super::sealing::{
-    secret_context, url_context, Sealing, WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE,
+    mask_address, recipients_context, secret_context, url_context, Sealing, RECIPIENTS_PURPOSE,
+    WEBHOOK_SECRET_PURPOSE, WEBHOOK_URL_PURPOSE,
 };
 use super::secretbox::SecretBox;
 use super::sql::{exec, query, query_one};
@@ -503,9 +504,13 @@ impl AlertService {
         )
         .await?;
         r.finish().await?;
-        rows.iter()
-            .map(|row| ChannelRow::from_row(row).map(|c| c.view))
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut ch = ChannelRow::from_row(row)?;
+            self.sealing.reveal_recipients(&mut ch).await?;
+            out.push(ch.view);
+        }
+        Ok(out)
     }
 
     /// Adds a channel (admins). A webhook gets a new signing secret, returned this once.
@@ -540,7 +545,7 @@ impl AlertService {
                     ));
                 }
                 let list = valid_recipients(req.recipients.unwrap_or_default())?;
-                (None, Some(serde_json::to_string(&list)?), None)
+                (None, Some(list), None)
             }
         };
         // Sealed before the write transaction: the key service stores a new data key in a
@@ -558,6 +563,19 @@ impl AlertService {
             Some(u) => Some(
                 self.sealing
                     .seal(t, WEBHOOK_URL_PURPOSE, &url_context(t, id), u)
+                    .await?,
+            ),
+            None => None,
+        };
+        let recipients_sealed = match &recipients {
+            Some(list) => Some(
+                self.sealing
+                    .seal(
+                        t,
+                        RECIPIENTS_PURPOSE,
+                        &recipients_context(t, id),
+                        &serde_json::to_string(list)?,
+                    )
                     .await?,
             ),
             None => None,
@@ -582,7 +600,7 @@ impl AlertService {
         let now = Utc::now();
         exec(
             &tx,
-            "INSERT INTO audit_notification_channels (id, tenant_id, kind, name, url, url_sealed, recipients, min_severity, \
+            "INSERT INTO audit_notification_channels (id, tenant_id, kind, name, url, url_sealed, recipients_sealed, min_severity, \
              enabled, secret_sealed, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             vec![
                 id.into(),
@@ -591,7 +609,7 @@ impl AlertService {
                 name.clone().into(),
                 url_shown.into(),
                 url_sealed.into(),
-                recipients.into(),
+                recipients_sealed.into(),
                 min.as_str().into(),
                 true.into(),
                 sealed.into(),
@@ -600,9 +618,12 @@ impl AlertService {
             ],
         )
         .await?;
-        let ch = channel_by_id(&tx, id)
+        let mut ch = channel_by_id(&tx, id)
             .await?
             .ok_or_else(|| AlertError::Setup("the new channel was not stored".into()))?;
+        ch.view.recipients = recipients.clone().unwrap_or_default();
+        // The trail tells recipients apart without keeping their addresses readable.
+        let masked: Vec<String> = ch.view.recipients.iter().map(|r| mask_address(r)).collect();
         let e = event(
             p,
             t,
@@ -613,7 +634,7 @@ impl AlertService {
         .detail("kind", req.kind.as_str())
         .detail("name", &name)
         .detail("url", &ch.view.url)
-        .detail("recipients", &ch.view.recipients)
+        .detail("recipients", &masked)
         .detail("min_severity", min.as_str());
         crate::store::record(&tx, &e).await?;
         tx.commit().await?;
@@ -643,7 +664,7 @@ impl AlertService {
         require_admin(p)?;
         exec(
             &tx,
-            "UPDATE audit_notification_channels SET deleted_at = $2, enabled = $3, secret_sealed = NULL, url_sealed = NULL WHERE id = $1 AND deleted_at IS NULL",
+            "UPDATE audit_notification_channels SET deleted_at = $2, enabled = $3, secret_sealed = NULL, url_sealed = NULL, recipients = NULL, recipients_sealed = NULL WHERE id = $1 AND deleted_at IS NULL",
             vec![id.into(), Utc::now().into(), false.into()],
         )
         .await?;
