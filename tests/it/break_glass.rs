@@ -90,7 +90,7 @@ both_backends! {
             .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        let identity = anshin_identity::IdentityService::new(db.app.clone(), "http://localhost:8080", db.config.identity.clone(), anshin_server::app::secret_box(&db.config).unwrap()).unwrap();
+        let identity = anshin_tests::identity_service(&db, "http://localhost:8080");
         let worker = Worker::new(db.app.clone(), WorkerOptions::default()).register(BreakGlassAlertJob {
             webhook_url: Some(format!("http://127.0.0.1:{port}/alerts")),
             secret: Some(Secret::new("webhook-signing-secret")),

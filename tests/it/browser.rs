@@ -12,7 +12,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
-use anshin_identity::IdentityService;
 use anshin_platform::Role;
 use anshin_tests::{anshin_bin, both_backends, free_port, wait_for_port, World};
 use std::path::PathBuf;
@@ -32,7 +31,7 @@ both_backends! {
         let port = free_port();
         let base = format!("http://localhost:{port}");
         let admin = db.tokens().authenticate(w.token("alpha-hospital", Role::InstitutionAdmin)).await.unwrap().unwrap();
-        let identity = IdentityService::new(db.app.clone(), &base, db.config.identity.clone(), anshin_server::app::secret_box(&db.config).unwrap()).unwrap();
+        let identity = anshin_tests::identity_service(&db, &base);
         // The hospital's own OpenID Provider knows this person with a password only.
         let email = "pwd@hikari.example.jp".to_string();
         let inv = identity.invite(&admin, &email, "高橋 看護師", Role::InstitutionStaff).await.unwrap();
@@ -125,7 +124,7 @@ both_backends! {
         let tokens = db.tokens();
         let hospital_admin = tokens.authenticate(w.token("alpha-hospital", Role::InstitutionAdmin)).await.unwrap().unwrap();
         let provider_admin = tokens.authenticate(w.token("alpha-cloud", Role::ProviderAdmin)).await.unwrap().unwrap();
-        let identity = IdentityService::new(db.app.clone(), &base, db.config.identity.clone(), anshin_server::app::secret_box(&db.config).unwrap()).unwrap();
+        let identity = anshin_tests::identity_service(&db, &base);
         let admin_inv = identity.invite(&hospital_admin, "kanri@hikari.example.jp", "山田 管理者", Role::InstitutionAdmin).await.unwrap();
         let maint_inv = identity.invite(&provider_admin, "hoshu@alpha-cloud.example.jp", "鈴木 保守", Role::ProviderMaintainer).await.unwrap();
 
@@ -168,7 +167,9 @@ both_backends! {
         let count = |sql: &'static str| db.count_platform(sql);
         assert_eq!(count("SELECT COUNT(*) FROM account_reviews WHERE status = 'closed'").await, 1);
         assert_eq!(count("SELECT COUNT(*) FROM account_review_items WHERE decision = 'confirmed'").await, 1);
-        assert_eq!(count("SELECT COUNT(*) FROM users WHERE email = 'shinjin@hikari.example.jp' AND status = 'disabled'").await, 1);
+        // Addresses are stored sealed; the account is found by its blind index, as sign-in does.
+        let shinjin = anshin_tests::email_index(&db, "shinjin@hikari.example.jp").await;
+        assert_eq!(db.count_platform(&format!("SELECT COUNT(*) FROM users WHERE email_index = '{shinjin}' AND email LIKE 'anshin-env1:%' AND status = 'disabled'")).await, 1);
         assert_eq!(count("SELECT COUNT(*) FROM maintenance_grants WHERE status = 'approved' AND decided_by IS NOT NULL").await, 1);
         assert_eq!(count("SELECT COUNT(*) FROM break_glass_credentials WHERE status = 'used'").await, 1);
         assert_eq!(count("SELECT COUNT(*) FROM sessions WHERE method = 'break_glass'").await, 1);
@@ -187,7 +188,7 @@ both_backends! {
         let base = format!("http://localhost:{port}");
         let tokens = db.tokens();
         let hospital_admin = tokens.authenticate(w.token("alpha-hospital", Role::InstitutionAdmin)).await.unwrap().unwrap();
-        let identity = IdentityService::new(db.app.clone(), &base, db.config.identity.clone(), anshin_server::app::secret_box(&db.config).unwrap()).unwrap();
+        let identity = anshin_tests::identity_service(&db, &base);
         let admin_inv = identity.invite(&hospital_admin, "kanri@hikari.example.jp", "山田 管理者", Role::InstitutionAdmin).await.unwrap();
         let auditor_inv = identity.invite(&hospital_admin, "kansa@hikari.example.jp", "佐藤 監査人", Role::Auditor).await.unwrap();
         let provider_admin = tokens.authenticate(w.token("alpha-cloud", Role::ProviderAdmin)).await.unwrap().unwrap();

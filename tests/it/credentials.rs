@@ -300,7 +300,7 @@ both_backends! {
         let res = test::call_service(&app, post("/api/v1/auth/enrollment/finish", json!({"ceremony_id": begin["ceremony_id"], "credential": reg})).to_request()).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
         assert!(session_cookie(&res).is_none());
-        assert_eq!(db.count_platform("SELECT count(*) FROM users WHERE email = 'nurse@sakura.example.jp'").await, 0);
+        assert_eq!(anshin_tests::count_users_with_email(&db, "nurse@sakura.example.jp").await, 0);
         // The issued key is accepted and its model recorded.
         let begin: Value = test::call_and_read_body_json(&app, post("/api/v1/auth/enrollment/begin", json!({"token": token, "method": "security_key", "password": GOOD_PASSWORD})).to_request()).await;
         let reg = register(&mut issued, &begin);

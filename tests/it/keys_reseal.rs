@@ -502,7 +502,7 @@ both_backends! {
         let provider = principal(&db, &w, "alpha-cloud", Role::ProviderAdmin).await;
 
         // Before the key service: services built with the interim secret boxes only.
-        let legacy_identity = anshin_identity::IdentityService::new(db.app.clone(), "http://localhost:8080", db.config.identity.clone(), anshin_server::app::secret_box(&db.config).unwrap()).unwrap();
+        let legacy_identity = anshin_tests::identity_service(&db, "http://localhost:8080").sealing_secrets_with_secret_box();
         let legacy_alerts = AlertService::new(db.app.clone(), Arc::new(alerts::RuleSet::shipped().unwrap()), alerts::secretbox::load(&db.data_dir).unwrap());
         let settings = |secret: &str| anshin_identity::ProviderSettings {
             issuer: format!("http://127.0.0.1:{port}"),
@@ -606,7 +606,7 @@ both_backends! {
     async fn the_server_moves_interim_secrets_by_itself(db) {
         let w = World::build(&db).await;
         let clinic = principal(&db, &w, "alpha-clinic", Role::InstitutionAdmin).await;
-        let legacy_identity = anshin_identity::IdentityService::new(db.app.clone(), "http://localhost:8080", db.config.identity.clone(), anshin_server::app::secret_box(&db.config).unwrap()).unwrap();
+        let legacy_identity = anshin_tests::identity_service(&db, "http://localhost:8080").sealing_secrets_with_secret_box();
         legacy_identity.set_identity_provider(&clinic, anshin_identity::ProviderSettings {
             issuer: "https://login.aoba.example.jp".into(),
             client_id: "anshin".into(),

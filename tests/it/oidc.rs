@@ -113,13 +113,7 @@ async fn admin_of(db: &TestDb, w: &World, slug: &str) -> anshin_platform::Princi
 }
 
 fn identity(db: &TestDb) -> IdentityService {
-    IdentityService::new(
-        db.app.clone(),
-        "http://localhost:8080",
-        db.config.identity.clone(),
-        anshin_server::app::secret_box(&db.config).unwrap(),
-    )
-    .unwrap()
+    anshin_tests::identity_service(db, "http://localhost:8080")
 }
 
 fn location<B>(res: &actix_web::dev::ServiceResponse<B>) -> String {

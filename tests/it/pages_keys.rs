@@ -18,7 +18,6 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::test;
-use anshin_identity::IdentityService;
 use anshin_platform::Role;
 use anshin_tests::{
     anshin_bin, bearer, both_backends, enroll_passkey, free_port, wait_for_port, World,
@@ -142,7 +141,8 @@ both_backends! {
         assert_eq!(by_id(&body, "active-key-id"), first_key, "the page shows the API's key");
         assert_eq!(by_id(&body, "keys-tenant"), "ひかり病院");
         assert!(!body.contains("id=\"k_tenant\""), "an institution has no tenant picker");
-        for s in ["鍵の管理", "ローカル（このサーバー上の鍵ファイル）", "Anshin 管理", "有効（毎年）", "正常", " JST", "1 件", "5 分", "1,000,000 回", "64 GiB", "以前の鍵はありません。"] {
+        // Two data keys: the secret above, and the one sealing the hospital's people's addresses.
+        for s in ["鍵の管理", "ローカル（このサーバー上の鍵ファイル）", "Anshin 管理", "有効（毎年）", "正常", " JST", "2 件", "5 分", "1,000,000 回", "64 GiB", "以前の鍵はありません。"] {
             assert!(body.contains(s), "the page shows {s}");
         }
         assert!(body.contains("data-keys=\"rotate\"") && body.contains("data-keys=\"byok-register\""), "admins get the actions");
@@ -170,7 +170,7 @@ both_backends! {
         assert_eq!(new_key, api_status().await["active"]["key_id"].as_str().unwrap());
         let row = previous_row(&body, rotated["retired_kek"].as_str().unwrap());
         assert!(row.contains(&first_key) && row.contains("data-status=\"retired\"") && row.contains("退役（復号のみ）"), "{row}");
-        assert!(body.contains("id=\"keys-rewrap\"") && body.contains("データキー 1 件"), "the re-wrap is pending");
+        assert!(body.contains("id=\"keys-rewrap\"") && body.contains("データキー 2 件"), "the re-wrap is pending");
 
         // BYOK with the local provider: refused with a clear problem.
         let req = test::TestRequest::put()
@@ -257,7 +257,7 @@ both_backends! {
         let tokens = db.tokens();
         let hospital_admin = tokens.authenticate(w.token("alpha-hospital", Role::InstitutionAdmin)).await.unwrap().unwrap();
         let provider_admin = tokens.authenticate(w.token("alpha-cloud", Role::ProviderAdmin)).await.unwrap().unwrap();
-        let identity = IdentityService::new(db.app.clone(), &base, db.config.identity.clone(), anshin_server::app::secret_box(&db.config).unwrap()).unwrap();
+        let identity = anshin_tests::identity_service(&db, &base);
         let invite = |who: &anshin_platform::Principal, email: &'static str, name: &'static str, role: Role| {
             let identity = identity.clone();
             let who = who.clone();
@@ -312,8 +312,9 @@ both_backends! {
                 }
                 early.push_str(&line);
                 if line.trim() == "pause: stale-step-up" {
+                    let kanri = anshin_tests::email_index(&db, "kanri@hikari.example.jp").await;
                     let aged = db
-                        .exec_platform("UPDATE sessions SET stepped_up_at = NULL WHERE user_id IN (SELECT id FROM users WHERE email = 'kanri@hikari.example.jp')")
+                        .exec_platform(&format!("UPDATE sessions SET stepped_up_at = NULL WHERE user_id IN (SELECT id FROM users WHERE email_index = '{kanri}')"))
                         .await;
                     assert!(aged >= 1, "the admin's session");
                     let stdin = node.stdin.as_mut().unwrap();

@@ -438,8 +438,8 @@ both_backends! {
         assert_eq!(jobs[0].status, JobStatus::Succeeded, "{:?}", jobs[0]);
         for (id, flagged) in [(idle_id, true), (back_id, true), (fresh_id, false), (nurse_id, true), (bg_id, false)] {
             let a = account(&db, id).await;
-            assert_eq!(a.stale_flagged_at.is_some(), flagged, "{}", a.email);
-            assert_eq!(a.status, "active", "{}", a.email);
+            assert_eq!(a.stale_flagged_at.is_some(), flagged, "{}", a.id);
+            assert_eq!(a.status, "active", "{}", a.id);
         }
         let e = entry!(&app, &w, "alpha-clinic", "idle@aoba.example.jp");
         assert!(e["stale_since"].is_string(), "{e}");

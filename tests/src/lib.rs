@@ -659,6 +659,47 @@ pub fn identity_with_smtp(db: &TestDb, smtp: &Smtp) -> anshin_identity::Identity
         ORIGIN,
         cfg,
         anshin_server::app::secret_box(&db.config).unwrap(),
+        key_service(db),
+    )
+    .unwrap()
+}
+
+/// The key service of the test database, as the server builds it (the local provider under the
+/// data directory).
+pub fn key_service(db: &TestDb) -> anshin_keys::KeyService {
+    anshin_server::keys::service(
+        db.app.clone(),
+        &db.config,
+        anshin_server::keys::local_provider(&db.config).unwrap(),
+    )
+}
+
+/// The blind index identity stores beside a sealed address (the address normalised first), for
+/// finding rows with raw SQL: `users.email` holds only the sealed address.
+pub async fn email_index(db: &TestDb, email: &str) -> String {
+    key_service(db)
+        .blind_index("identity.email", &email.trim().to_lowercase())
+        .await
+        .unwrap()
+}
+
+/// How many accounts have `email`, counted with raw SQL in platform scope.
+pub async fn count_users_with_email(db: &TestDb, email: &str) -> i64 {
+    let index = email_index(db, email).await;
+    db.count_platform(&format!(
+        "SELECT COUNT(*) FROM users WHERE email_index = '{index}'"
+    ))
+    .await
+}
+
+/// An identity service on the test database for `public_url`, with its key service.
+pub fn identity_service(db: &TestDb, public_url: &str) -> anshin_identity::IdentityService {
+    anshin_identity::IdentityService::new(
+        db.app.clone(),
+        public_url,
+        db.config.identity.clone(),
+        anshin_server::app::secret_box(&db.config).unwrap(),
+        key_service(db),
     )
     .unwrap()
 }

@@ -8,9 +8,10 @@ pub(crate) use anshin_audit::{Actor, AuditEvent, Outcome, Target};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use uuid::Uuid;
 
-/// The person an account belongs to, as an actor.
-pub(crate) fn user_actor(u: &user::Model) -> Actor {
-    Actor::user(u.id, &u.email, u.tenant_id, &u.role)
+/// The person an account belongs to, as an actor labelled with their address (`email`, opened
+/// by the caller: the stored one is sealed).
+pub(crate) fn user_actor(u: &user::Model, email: &str) -> Actor {
+    Actor::user(u.id, email, u.tenant_id, &u.role)
 }
 
 /// Records in the caller's transaction: if the change commits, so does its event.
@@ -85,11 +86,17 @@ pub(crate) async fn sign_in_target(
 }
 
 /// A refused sign-in as an event of the tenant it aimed at, so the institution's admin sees it
-/// in their own trail. Anonymous actor (the attempt proved nobody), the account as target.
-pub(crate) fn refused_sign_in_event(u: &user::Model, method: &str, reason: &str) -> AuditEvent {
+/// in their own trail. Anonymous actor labelled with the account's (opened) address, the account
+/// as target.
+pub(crate) fn refused_sign_in_event(
+    u: &user::Model,
+    email: &str,
+    method: &str,
+    reason: &str,
+) -> AuditEvent {
     AuditEvent::new(
         u.tenant_id,
-        Actor::anonymous(Some(&u.email)),
+        Actor::anonymous(Some(email)),
         "auth.sign_in",
         Outcome::Failure,
     )
@@ -114,7 +121,8 @@ impl crate::service::IdentityService {
             .map(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c.raw_id.as_ref()));
         match sign_in_target(self.db(), ceremony_id, cred_id.as_deref()).await {
             Ok(Some(u)) => {
-                let mut e = refused_sign_in_event(&u, method, reason);
+                let email = self.user_email_label(&u).await;
+                let mut e = refused_sign_in_event(&u, &email, method, reason);
                 if let Some(id) = ceremony_id {
                     e = e.detail("ceremony_id", id);
                 }

@@ -13,7 +13,7 @@ use crate::error::IdentityError;
 use crate::mail::BreakGlassNotice;
 use crate::secrets::{random_token, sha256_hex};
 use crate::service::{ClientMeta, IdentityService, NewSession};
-use anshin_platform::db::{begin_platform_write_tx, tenant_reader};
+use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx, tenant_reader};
 use anshin_platform::jobs::{JobContext, JobFailure, JobHandler, JobQueue, NewJob};
 use anshin_platform::secret::Secret;
 use anshin_platform::{Principal, Role, TenantKind};
@@ -100,19 +100,24 @@ impl IdentityService {
             .await?;
         let code = format!("bg_{}", random_token());
         let now = Utc::now();
+        // Stored like every address (sealed, found by its blind index), prepared before the
+        // write transaction because both may write key material on first use.
+        let email = self
+            .email_key(crate::inventory::break_glass_email(actor.tenant_id))
+            .await?;
+        let new_id = Uuid::now_v7();
+        let sealed = self
+            .seal_email(actor.tenant_id, new_id, &email.address)
+            .await?;
         let tx = anshin_platform::db::begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
-        let email = format!("break-glass+{}@anshin.invalid", actor.tenant_id);
-        let account = match user::Entity::find()
-            .filter(user::Column::Email.eq(&email))
-            .one(&tx)
-            .await?
-        {
+        let account = match user::Entity::find().filter(email.users()).one(&tx).await? {
             Some(u) => u,
             None => {
                 user::ActiveModel {
-                    id: Set(Uuid::now_v7()),
+                    id: Set(new_id),
                     tenant_id: Set(actor.tenant_id),
-                    email: Set(email),
+                    email_sealed: Set(sealed),
+                    email_index: Set(Some(email.index.clone())),
                     display_name: Set("非常時用アカウント (break-glass)".into()),
                     role: Set(admin_role(actor.tenant_kind).as_str().into()),
                     status: Set("active".into()),
@@ -219,17 +224,49 @@ impl IdentityService {
             .reason(why)
             .detail("stated_reason", reason)
         };
-        let tx = begin_platform_write_tx(self.db()).await?;
-        let Some(cred) = break_glass::Entity::find()
+        // Read first: the addresses of the account and of the administrators to alert are opened
+        // before the write transaction (opening may write key metadata, and SQLite has one
+        // writer).
+        let tx = begin_platform_tx(self.db()).await?;
+        let cred = break_glass::Entity::find()
             .filter(break_glass::Column::CodeHash.eq(sha256_hex(code.trim())))
             .filter(break_glass::Column::TenantId.eq(tenant.id))
             .one(&tx)
-            .await?
-        else {
-            drop(tx);
+            .await?;
+        let (account, admins) = match &cred {
+            Some(c) => (
+                user::Entity::find_by_id(c.user_id).one(&tx).await?,
+                // Every active administrator of the tenant (the emergency account is left out
+                // below).
+                user::Entity::find()
+                    .filter(user::Column::TenantId.eq(tenant.id))
+                    .filter(user::Column::Role.eq(admin_role(tenant.kind).as_str()))
+                    .filter(user::Column::Status.eq("active"))
+                    .all(&tx)
+                    .await?,
+            ),
+            None => (None, Vec::new()),
+        };
+        tx.commit().await?;
+        let Some(cred) = cred else {
             crate::audit::record_now(self.db(), refused_attempt("unknown emergency code")).await;
             return Err(refused());
         };
+        let account = account.ok_or_else(refused)?;
+        // Nothing about addresses may stop an emergency session: one that cannot be opened is a
+        // placeholder label, and is left out of the alert mail (the webhook and the log still
+        // alert).
+        let account_email = self.user_email_label(&account).await;
+        let mut recipients: Vec<(String, String)> = Vec::new();
+        for u in admins.into_iter().filter(|u| u.id != account.id) {
+            let email = self.user_email_label(&u).await;
+            if !crate::inventory::is_break_glass_email(&email)
+                && !crate::contact::is_placeholder(&email)
+            {
+                recipients.push((email, u.display_name));
+            }
+        }
+        let tx = begin_platform_write_tx(self.db()).await?;
         let used = break_glass::Entity::update_many()
             .col_expr(break_glass::Column::Status, Expr::value("used"))
             .col_expr(break_glass::Column::UsedAt, Expr::value(now))
@@ -255,10 +292,6 @@ impl IdentityService {
             .await;
             return Err(refused());
         }
-        let account = user::Entity::find_by_id(cred.user_id)
-            .one(&tx)
-            .await?
-            .ok_or_else(refused)?;
         // An emergency session is a sign-in: the inventory (14 ⑦) shows when the break-glass
         // account was last used, in the same transaction as the use.
         user::Entity::update_many()
@@ -266,22 +299,18 @@ impl IdentityService {
             .filter(user::Column::Id.eq(account.id))
             .exec(&tx)
             .await?;
-        // Every active administrator of the tenant, not the emergency account itself.
-        let recipients: Vec<(String, String)> = user::Entity::find()
-            .filter(user::Column::TenantId.eq(tenant.id))
-            .filter(user::Column::Role.eq(admin_role(tenant.kind).as_str()))
-            .filter(user::Column::Status.eq("active"))
-            .all(&tx)
-            .await?
-            .into_iter()
-            .filter(|u| u.id != account.id && !crate::inventory::is_break_glass_email(&u.email))
-            .map(|u| (u.email, u.display_name))
-            .collect();
         let minutes = self.config().break_glass_session_minutes.max(1) as i64;
         let source_ip = meta.source_ip.clone();
         let user_agent = meta.user_agent.clone();
         let session = self
-            .create_session_limited(&tx, &account, "break_glass", meta, minutes * 60)
+            .create_session_limited(
+                &tx,
+                &account,
+                &account_email,
+                "break_glass",
+                meta,
+                minutes * 60,
+            )
             .await?;
         let notice = BreakGlassNotice {
             organisation: tenant.name.clone(),
@@ -311,7 +340,8 @@ impl IdentityService {
         )
         .await
         .map_err(|e| IdentityError::Setup(e.to_string()))?;
-        let mut actor = crate::audit::user_actor(&account).with_session(session.session_id);
+        let mut actor =
+            crate::audit::user_actor(&account, &account_email).with_session(session.session_id);
         actor.kind = anshin_audit::ActorKind::BreakGlass;
         crate::audit::record(
             &tx,

@@ -381,10 +381,12 @@ impl IdentityService {
         email: &str,
         password: &str,
     ) -> Result<(Uuid, RequestChallengeResponse), IdentityError> {
-        let email = normalise_email(email)?;
+        // Found by equality, so the typed (normalised) address is the account's address: the
+        // events below are labelled with it without opening the stored one.
+        let email = self.email_key(normalise_email(email)?).await?;
         let tx = begin_platform_tx(self.db()).await?;
         let u = user::Entity::find()
-            .filter(user::Column::Email.eq(&email))
+            .filter(email.users())
             .filter(user::Column::Status.eq("active"))
             .one(&tx)
             .await?;
@@ -406,7 +408,7 @@ impl IdentityService {
                 self.db(),
                 AuditEvent::new(
                     crate::audit::NO_TENANT,
-                    Actor::anonymous(Some(&email)),
+                    Actor::anonymous(Some(&email.address)),
                     "auth.sign_in",
                     Outcome::Failure,
                 )
@@ -422,7 +424,7 @@ impl IdentityService {
                 self.db(),
                 AuditEvent::new(
                     u.tenant_id,
-                    Actor::anonymous(Some(&u.email)),
+                    Actor::anonymous(Some(&email.address)),
                     "auth.sign_in",
                     Outcome::Denied,
                 )
@@ -466,7 +468,7 @@ impl IdentityService {
                 &tx,
                 AuditEvent::new(
                     u.tenant_id,
-                    Actor::anonymous(Some(&u.email)),
+                    Actor::anonymous(Some(&email.address)),
                     "auth.sign_in",
                     Outcome::Failure,
                 )
@@ -540,6 +542,7 @@ impl IdentityService {
             }
             Err(e) => return Err(e),
         };
+        let email = self.user_email(&u).await?;
         let tx = begin_platform_tx(self.db()).await?;
         // The password checked at the start may have been reset since.
         let usable = password_credential::Entity::find_by_id(u.id)
@@ -552,6 +555,7 @@ impl IdentityService {
                 self.db(),
                 crate::audit::refused_sign_in_event(
                     &u,
+                    &email,
                     "security_key+password",
                     "the password was reset after it was checked",
                 ),
@@ -560,7 +564,7 @@ impl IdentityService {
             return Err(IdentityError::SignIn(WRONG_PASSWORD.into()));
         }
         let s = self
-            .create_session(&tx, &u, "security_key+password", meta)
+            .create_session(&tx, &u, &email, "security_key+password", meta)
             .await?;
         tx.commit().await?;
         tracing::info!(user = %u.id, "signed in with a security key and password");
@@ -708,12 +712,13 @@ impl IdentityService {
             .await?
             .is_some();
         r.finish().await?;
+        let email = self.user_email_for_use(&u).await?;
         let (ccr, state) = match kind {
             CredentialKind::Passkey => {
                 self.refuse_passkeys_if_attested_only(u.tenant_id).await?;
                 let (ccr, reg) = self
                     .webauthn()
-                    .start_passkey_registration(u.id, &u.email, &u.display_name, Some(existing))
+                    .start_passkey_registration(u.id, &email, &u.display_name, Some(existing))
                     .map_err(|e| {
                         IdentityError::Ceremony(format!("cannot start registration: {e}"))
                     })?;
@@ -725,7 +730,7 @@ impl IdentityService {
                         crate::password::check_policy(
                             pw,
                             self.config().password_min_length,
-                            &u.email,
+                            &email,
                             &u.display_name,
                         )?;
                         self.refuse_reuse(u.id, pw).await?;
@@ -742,7 +747,7 @@ impl IdentityService {
                     .start_security_key_registration(
                         u.tenant_id,
                         u.id,
-                        &u.email,
+                        &email,
                         &u.display_name,
                         Some(existing),
                     )
@@ -852,10 +857,11 @@ impl IdentityService {
             .await?
             .ok_or_else(|| IdentityError::NotFound("no such account".into()))?;
         r.finish().await?;
+        let email = self.user_email_for_use(&u).await?;
         crate::password::check_policy(
             new_password,
             self.config().password_min_length,
-            &u.email,
+            &email,
             &u.display_name,
         )?;
         self.refuse_reuse(u.id, new_password).await?;

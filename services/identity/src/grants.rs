@@ -132,16 +132,20 @@ impl IdentityService {
             Ok::<_, sea_orm::DbErr>(users)
         }
         .await;
-        let users: std::collections::HashMap<Uuid, (String, String)> = match found {
-            Ok(us) => us
-                .into_iter()
-                .map(|u| (u.id, (u.display_name, u.email)))
-                .collect(),
+        let found = match found {
+            Ok(us) => us,
             Err(e) => {
                 tracing::warn!(error = %e, "could not name the people of maintenance grants");
                 return views;
             }
         };
+        let mut users: std::collections::HashMap<Uuid, (String, String)> =
+            std::collections::HashMap::new();
+        for u in found {
+            // Like the names, an address that cannot be opened never fails the answer.
+            let email = self.user_email_label(&u).await;
+            users.insert(u.id, (u.display_name, email));
+        }
         for v in &mut views {
             if let Some((name, email)) = user_id_of(&v.maintainer).and_then(|id| users.get(&id)) {
                 v.maintainer_name = Some(name.clone());

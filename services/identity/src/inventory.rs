@@ -5,16 +5,18 @@
 
 use crate::access::{require_admin, require_reader};
 use crate::entity::{
-    credential, federated_identity, invitation, password_credential, session, user,
+    break_glass, credential, federated_identity, invitation, password_credential, session, user,
 };
 use crate::error::IdentityError;
 use anshin_platform::db::{begin_tenant_write_tx, tenant_reader};
 use anshin_platform::{Principal, Role};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -83,7 +85,12 @@ pub(crate) fn factors_of(
     out
 }
 
-/// The email of a tenant's break-glass account (see `break_glass.rs`).
+/// The address of a tenant's break-glass account (see `break_glass.rs`).
+pub(crate) fn break_glass_email(tenant_id: Uuid) -> String {
+    format!("break-glass+{tenant_id}@anshin.invalid")
+}
+
+/// Whether an (opened) address is a break-glass account's.
 pub(crate) fn is_break_glass_email(email: &str) -> bool {
     email.starts_with("break-glass+") && email.ends_with("@anshin.invalid")
 }
@@ -161,7 +168,17 @@ impl IdentityService {
             passwords = passwords.filter(password_credential::Column::UserId.eq(id));
             sessions = sessions.filter(session::Column::UserId.eq(id));
         }
-        let users = users.order_by_asc(user::Column::Email).all(&r).await?;
+        let users = users.all(&r).await?;
+        // The accounts emergency codes sign in to, known even when an address cannot be opened.
+        let break_glass_accounts: HashSet<Uuid> = break_glass::Entity::find()
+            .select_only()
+            .column(break_glass::Column::UserId)
+            .filter(break_glass::Column::TenantId.eq(tenant_id))
+            .into_tuple::<Uuid>()
+            .all(&r)
+            .await?
+            .into_iter()
+            .collect();
         let creds = creds.all(&r).await?;
         let feds = feds.all(&r).await?;
         let passwords = passwords.all(&r).await?;
@@ -181,11 +198,19 @@ impl IdentityService {
         }) {
             *open.entry(s.user_id).or_default() += 1;
         }
-        Ok(users
+        let mut entries = Vec::with_capacity(users.len());
+        for u in users {
+            let email = self.user_email(&u).await?;
+            entries.push((u, email));
+        }
+        // Sorted here: the stored addresses are sealed, so the database cannot order them.
+        entries.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(entries
             .into_iter()
-            .map(|u| {
+            .map(|(u, email)| {
                 let federated = feds.iter().any(|f| f.user_id == u.id);
-                let break_glass = is_break_glass_email(&u.email);
+                let break_glass =
+                    break_glass_accounts.contains(&u.id) || is_break_glass_email(&email);
                 let has_password = passwords
                     .iter()
                     .any(|p| p.user_id == u.id && p.invalidated_at.is_none());
@@ -202,7 +227,7 @@ impl IdentityService {
                     factors: factors_of(&user_kinds, has_password, federated, break_glass),
                     role: Role::parse(&u.role).unwrap_or(Role::Auditor),
                     id: u.id,
-                    email: u.email,
+                    email,
                     display_name: u.display_name,
                     status: u.status,
                     created_at: u.created_at,
@@ -246,23 +271,26 @@ impl IdentityService {
                 .collect()
         };
         r.finish().await?;
-        Ok(rows
-            .into_iter()
-            .map(|i| PendingInvitation {
+        let mut out = Vec::with_capacity(rows.len());
+        for i in rows {
+            out.push(PendingInvitation {
+                email: self
+                    .email_for_display(i.tenant_id, i.id, &i.email_sealed)
+                    .await?,
                 invited_by_name: i
                     .invited_by
                     .strip_prefix("user:")
                     .and_then(|id| Uuid::parse_str(id).ok())
                     .and_then(|id| names.get(&id).cloned()),
                 id: i.id,
-                email: i.email,
                 display_name: i.display_name,
                 role: Role::parse(&i.role).unwrap_or(Role::Auditor),
                 invited_by: i.invited_by,
                 created_at: i.created_at,
                 expires_at: i.expires_at,
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     /// Revokes a pending invitation of the caller's tenant (admins): its link no longer
@@ -273,15 +301,26 @@ impl IdentityService {
         actor: &Principal,
         id: Uuid,
     ) -> Result<(), IdentityError> {
+        let not_found =
+            || IdentityError::NotFound("no invitation with this id in your tenant".into());
+        // The address for the trail, opened before the write transaction.
+        let r = tenant_reader(self.db(), actor.tenant_id).await?;
+        let found = invitation::Entity::find_by_id(id)
+            .filter(invitation::Column::TenantId.eq(actor.tenant_id))
+            .one(&r)
+            .await?;
+        r.finish().await?;
+        let found = found.ok_or_else(not_found)?;
+        require_admin(actor, "revoke invitations")?;
+        let email = self
+            .email_for_display(found.tenant_id, found.id, &found.email_sealed)
+            .await?;
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
         let inv = invitation::Entity::find_by_id(id)
             .filter(invitation::Column::TenantId.eq(actor.tenant_id))
             .one(&tx)
             .await?
-            .ok_or_else(|| {
-                IdentityError::NotFound("no invitation with this id in your tenant".into())
-            })?;
-        require_admin(actor, "revoke invitations")?;
+            .ok_or_else(not_found)?;
         let now = Utc::now();
         if inv.used_at.is_some() {
             return Err(IdentityError::Conflict(
@@ -316,7 +355,7 @@ impl IdentityService {
                 crate::audit::Outcome::Success,
             )
             .target(crate::audit::Target::new("invitation", inv.id))
-            .detail("email", &inv.email)
+            .detail("email", &email)
             .detail("role", &inv.role)
             .detail("invited_by", &inv.invited_by)
             .detail("expires_at_before", inv.expires_at),
@@ -346,10 +385,21 @@ impl IdentityService {
                 ));
             }
         }
+        // Scope first (404 outside the tenant), then role (403), as everywhere; the address for
+        // the trail is opened before the write transaction.
+        let r = tenant_reader(self.db(), actor.tenant_id).await?;
+        let found = user::Entity::find_by_id(user_id)
+            .filter(user::Column::TenantId.eq(actor.tenant_id))
+            .one(&r)
+            .await?;
+        r.finish().await?;
+        let found = found.ok_or_else(|| {
+            IdentityError::NotFound("no account with this id in your tenant".into())
+        })?;
+        require_admin(actor, "manage accounts")?;
+        let email = self.user_email(&found).await?;
         let tx = begin_tenant_write_tx(self.db(), actor.tenant_id).await?;
         let u = account_in(&tx, actor.tenant_id, user_id).await?;
-        // Scope first (404 outside the tenant), then role (403), as everywhere.
-        require_admin(actor, "manage accounts")?;
         crate::audit::record(
             &tx,
             crate::audit::AuditEvent::new(
@@ -363,7 +413,7 @@ impl IdentityService {
                 crate::audit::Outcome::Success,
             )
             .target(crate::audit::Target::new("user", u.id))
-            .detail("email", &u.email)
+            .detail("email", &email)
             .detail("status_before", &u.status),
         )
         .await?;

@@ -556,6 +556,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(CreateReviewAndPolicy),
         Box::new(CreateClientTables),
         Box::new(crate::migration_passwords::AddPasswordResets),
+        Box::new(crate::migration_contact::SealContactData),
     ]
 }
 

@@ -499,8 +499,11 @@ impl IdentityService {
             .bind_federated_user(&p, issuer.as_str(), &subject, &email, name)
             .await?;
         if two_factors {
+            let email = self.user_email(&u).await?;
             let tx = begin_platform_write_tx(self.db()).await?;
-            let s = self.create_session(&tx, &u, "oidc_mfa", meta).await?;
+            let s = self
+                .create_session(&tx, &u, &email, "oidc_mfa", meta)
+                .await?;
             tx.commit().await?;
             return Ok(OidcOutcome::SignedIn(s));
         }
@@ -525,6 +528,17 @@ impl IdentityService {
         email: &str,
         name: Option<String>,
     ) -> Result<user::Model, IdentityError> {
+        // The address's index (of the address normalised like typed ones, so an invited account
+        // is found), and its sealed form for an account provisioned just in time: both before
+        // the write transaction, as both may write key material on first use.
+        let address = crate::service::normalise_email(email).unwrap_or_else(|_| email.to_string());
+        let email = self.email_key(address).await?;
+        let provisioned = if p.jit_provisioning {
+            let id = Uuid::now_v7();
+            Some((id, self.seal_email(p.tenant_id, id, &email.address).await?))
+        } else {
+            None
+        };
         let tx = begin_platform_write_tx(self.db()).await?;
         let bound = federated_identity::Entity::find()
             .filter(federated_identity::Column::Issuer.eq(issuer))
@@ -536,19 +550,17 @@ impl IdentityService {
             None => {
                 // Link an invited account of the same tenant by its (verified, allowed) email, or
                 // create one when the tenant allows just-in-time provisioning.
-                let existing = user::Entity::find()
-                    .filter(user::Column::Email.eq(email))
-                    .one(&tx)
-                    .await?;
-                let u = match existing {
-                    Some(u) if u.tenant_id == p.tenant_id => u,
-                    Some(_) => return Err(IdentityError::Conflict("this email address belongs to an account of another organisation".into())),
-                    None if p.jit_provisioning => {
+                let existing = user::Entity::find().filter(email.users()).one(&tx).await?;
+                let u = match (existing, provisioned) {
+                    (Some(u), _) if u.tenant_id == p.tenant_id => u,
+                    (Some(_), _) => return Err(IdentityError::Conflict("this email address belongs to an account of another organisation".into())),
+                    (None, Some((id, sealed))) => {
                         user::ActiveModel {
-                            id: Set(Uuid::now_v7()),
+                            id: Set(id),
                             tenant_id: Set(p.tenant_id),
-                            email: Set(email.to_string()),
-                            display_name: Set(name.unwrap_or_else(|| email.to_string()).chars().take(200).collect()),
+                            email_sealed: Set(sealed),
+                            email_index: Set(Some(email.index.clone())),
+                            display_name: Set(name.unwrap_or_else(|| email.address.clone()).chars().take(200).collect()),
                             role: Set(p.default_role.clone()),
                             status: Set("active".into()),
                             created_at: Set(Utc::now()),
@@ -558,7 +570,7 @@ impl IdentityService {
                         .insert(&tx)
                         .await?
                     }
-                    None => return Err(IdentityError::Forbidden("there is no account for you here yet; ask your administrator for an invitation".into())),
+                    (None, None) => return Err(IdentityError::Forbidden("there is no account for you here yet; ask your administrator for an invitation".into())),
                 };
                 federated_identity::ActiveModel {
                     id: Set(Uuid::now_v7()),
@@ -629,6 +641,7 @@ impl IdentityService {
             }
             Err(e) => return Err(e),
         };
+        let email = self.user_email(&u).await?;
         let tx = begin_platform_write_tx(self.db()).await?;
         let done = oidc_flow::Entity::update_many()
             .col_expr(oidc_flow::Column::StepUpDoneAt, Expr::value(Utc::now()))
@@ -639,7 +652,9 @@ impl IdentityService {
         if done.rows_affected != 1 {
             return Err(federation("this step-up was already completed"));
         }
-        let s = self.create_session(&tx, &u, "oidc+passkey", meta).await?;
+        let s = self
+            .create_session(&tx, &u, &email, "oidc+passkey", meta)
+            .await?;
         tx.commit().await?;
         Ok(s)
     }

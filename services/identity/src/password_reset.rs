@@ -113,7 +113,8 @@ pub struct IssuedPasswordReset {
     pub reset_url: Option<String>,
 }
 
-fn view(m: password_reset::Model, now: DateTime<Utc>) -> PasswordResetView {
+/// A reset as answered; `verifier_email` is the opened address.
+fn view(m: password_reset::Model, verifier_email: String, now: DateTime<Utc>) -> PasswordResetView {
     let status = if m.completed_at.is_some() {
         "completed"
     } else if m.superseded_at.is_some() {
@@ -129,7 +130,7 @@ fn view(m: password_reset::Model, now: DateTime<Utc>) -> PasswordResetView {
         method: VerificationMethod::parse(&m.method).unwrap_or(VerificationMethod::Other),
         note: m.note,
         verified_by: m.verified_by,
-        verifier_email: m.verifier_email,
+        verifier_email,
         created_at: m.created_at,
         expires_at: m.expires_at,
         delivery: m.delivery,
@@ -224,6 +225,24 @@ impl IdentityService {
             .map_err(|e| IdentityError::Setup(e.to_string()))?;
         link.set_fragment(Some(&format!("token={token}")));
         let mailer = self.mailer().cloned();
+        // Addresses are opened and sealed before the write transaction (either may write key
+        // material): the person's, when the link goes by mail, and the verifier's for the record.
+        let target_email = match &mailer {
+            Some(_) => Some(self.user_email_for_use(&target).await?),
+            None => None,
+        };
+        // The session's address is only a label; a placeholder (the key provider was briefly
+        // unreachable when the session was checked) is not recorded as the verifier's address.
+        if crate::contact::is_placeholder(admin_email) {
+            return Err(IdentityError::Upstream(
+                "your address could not be read from the key service just now; try again".into(),
+            ));
+        }
+        let reset_id = Uuid::now_v7();
+        let verifier_email: String = admin_email.chars().take(254).collect();
+        let verifier_sealed = self
+            .seal_email(p.tenant_id, reset_id, &verifier_email)
+            .await?;
 
         let tx = begin_tenant_write_tx(self.db(), p.tenant_id).await?;
         let target = account_in(&tx, p.tenant_id, user_id).await?;
@@ -251,13 +270,13 @@ impl IdentityService {
             .exec(&tx)
             .await?;
         let m = password_reset::ActiveModel {
-            id: Set(Uuid::now_v7()),
+            id: Set(reset_id),
             tenant_id: Set(p.tenant_id),
             user_id: Set(target.id),
             method: Set(req.method.as_str().into()),
             note: Set(note),
             verified_by: Set(p.subject.label()),
-            verifier_email: Set(admin_email.chars().take(254).collect()),
+            verifier_email_sealed: Set(verifier_sealed),
             created_at: Set(now),
             token_hash: Set(sha256_hex(&token)),
             expires_at: Set(expires_at),
@@ -269,14 +288,9 @@ impl IdentityService {
         .await?;
         // With a mail server the link goes only by mail, sent before the reset commits: if the
         // mail fails, nothing changes (the old password still works).
-        if let Some(mailer) = &mailer {
+        if let (Some(mailer), Some(to)) = (&mailer, &target_email) {
             mailer
-                .send_password_reset(
-                    &target.email,
-                    &target.display_name,
-                    link.as_str(),
-                    expires_at,
-                )
+                .send_password_reset(to, &target.display_name, link.as_str(), expires_at)
                 .await?;
         }
         crate::audit::record(
@@ -299,7 +313,7 @@ impl IdentityService {
         tracing::info!(user = %target.id, by = %p.subject.label(), method = req.method.as_str(),
             sessions_ended, mailed = mailer.is_some(), "password reset after identity verification");
         Ok(IssuedPasswordReset {
-            reset: view(m, now),
+            reset: view(m, verifier_email, now),
             mailed: mailer.is_some(),
             reset_url: mailer.is_none().then(|| link.to_string()),
         })
@@ -327,7 +341,14 @@ impl IdentityService {
             .await?;
         r.finish().await?;
         let now = Utc::now();
-        Ok(rows.into_iter().map(|m| view(m, now)).collect())
+        let mut out = Vec::with_capacity(rows.len());
+        for m in rows {
+            let email = self
+                .email_for_display(m.tenant_id, m.id, &m.verifier_email_sealed)
+                .await?;
+            out.push(view(m, email, now));
+        }
+        Ok(out)
     }
 
     /// Sets a new password with a reset link's token. The link works once, until it expires or
@@ -365,10 +386,11 @@ impl IdentityService {
         let u = u
             .filter(|u| u.status == "active")
             .ok_or_else(|| IdentityError::Conflict("the account is disabled".into()))?;
+        let email = self.user_email_for_use(&u).await?;
         crate::password::check_policy(
             new_password,
             self.config().password_min_length,
-            &u.email,
+            &email,
             &u.display_name,
         )?;
         self.refuse_reuse(u.id, new_password).await?;
@@ -392,7 +414,7 @@ impl IdentityService {
             &tx,
             crate::audit::AuditEvent::new(
                 u.tenant_id,
-                crate::audit::user_actor(&u),
+                crate::audit::user_actor(&u, &email),
                 "password.reset_complete",
                 crate::audit::Outcome::Success,
             )
@@ -450,7 +472,7 @@ mod tests {
             method: "video_call".into(),
             note: None,
             verified_by: "user:x".into(),
-            verifier_email: "a@b.jp".into(),
+            verifier_email_sealed: "anshin-env1:AAAA".into(),
             created_at: now,
             token_hash: String::new(),
             expires_at: now + Duration::hours(1),
@@ -458,17 +480,20 @@ mod tests {
             completed_at: None,
             superseded_at: None,
         };
-        assert_eq!(view(m.clone(), now).status, "pending");
-        assert_eq!(view(m.clone(), now + Duration::hours(2)).status, "expired");
+        assert_eq!(view(m.clone(), "a@b.jp".into(), now).status, "pending");
+        assert_eq!(
+            view(m.clone(), "a@b.jp".into(), now + Duration::hours(2)).status,
+            "expired"
+        );
         let superseded = password_reset::Model {
             superseded_at: Some(now),
             ..m.clone()
         };
-        assert_eq!(view(superseded, now).status, "superseded");
+        assert_eq!(view(superseded, "a@b.jp".into(), now).status, "superseded");
         let completed = password_reset::Model {
             completed_at: Some(now),
             ..m
         };
-        assert_eq!(view(completed, now).status, "completed");
+        assert_eq!(view(completed, "a@b.jp".into(), now).status, "completed");
     }
 }

@@ -169,11 +169,12 @@ fn summary(r: review::Model, c: Counts, now: DateTime<Utc>) -> ReviewSummary {
     }
 }
 
-fn item_view(i: item::Model) -> ReviewItemView {
+/// An item with its (opened) address.
+fn item_view(i: item::Model, email: String) -> ReviewItemView {
     ReviewItemView {
         decision: i.decision.as_deref().and_then(ReviewDecision::parse),
         user_id: i.user_id,
-        email: i.email,
+        email,
         display_name: i.display_name,
         role: i.role,
         status: i.status,
@@ -260,12 +261,34 @@ async fn items_of(
     Ok(item::Entity::find()
         .filter(item::Column::ReviewId.eq(review_id))
         .filter(item::Column::TenantId.eq(tenant_id))
-        .order_by_asc(item::Column::Email)
+        .order_by_asc(item::Column::UserId)
         .all(c)
         .await?)
 }
 
 impl IdentityService {
+    /// The items as answered, sorted by address (opened here: the stored ones are sealed, so
+    /// the database cannot order them).
+    async fn item_views(
+        &self,
+        items: Vec<item::Model>,
+    ) -> Result<Vec<ReviewItemView>, IdentityError> {
+        let mut out = Vec::with_capacity(items.len());
+        for i in items {
+            out.push(self.one_item_view(i).await?);
+        }
+        out.sort_by(|a, b| a.email.cmp(&b.email));
+        Ok(out)
+    }
+
+    async fn one_item_view(&self, i: item::Model) -> Result<ReviewItemView, IdentityError> {
+        // The snapshot holds the account's own sealed address, bound to the account.
+        let email = self
+            .email_for_display(i.tenant_id, i.user_id, &i.email_sealed)
+            .await?;
+        Ok(item_view(i, email))
+    }
+
     /// Starts a review of every account of the caller's tenant (admins); 409 while one is open.
     pub async fn start_review(
         &self,
@@ -319,7 +342,8 @@ impl IdentityService {
                 user_id: Set(u.id),
                 tenant_id: Set(actor.tenant_id),
                 stale_since: Set(effective_flag(u.last_sign_in_at, u.stale_flagged_at)),
-                email: Set(u.email),
+                // A copy of the sealed value: it stays bound to the account whose address it is.
+                email_sealed: Set(u.email_sealed),
                 display_name: Set(u.display_name),
                 role: Set(u.role),
                 status: Set(u.status),
@@ -353,7 +377,7 @@ impl IdentityService {
         tracing::info!(tenant = %actor.tenant_id, review = %r.id, accounts = items.len(), "account review started");
         Ok(ReviewDetail {
             review: summary(r, counts_of(&items), now),
-            items: items.into_iter().map(item_view).collect(),
+            items: self.item_views(items).await?,
         })
     }
 
@@ -407,7 +431,7 @@ impl IdentityService {
         r.finish().await?;
         Ok(ReviewDetail {
             review: summary(rv, counts_of(&items), Utc::now()),
-            items: items.into_iter().map(item_view).collect(),
+            items: self.item_views(items).await?,
         })
     }
 
@@ -491,7 +515,7 @@ impl IdentityService {
         .await?;
         tx.commit().await?;
         tracing::info!(tenant = %actor.tenant_id, review = %id, user = %d.user_id, decision = d.decision.as_str(), "account review decision");
-        Ok(item_view(it))
+        self.one_item_view(it).await
     }
 
     /// Closes an open review (admins): refused (409) while items are undecided unless `force`.

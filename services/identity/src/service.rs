@@ -136,9 +136,13 @@ pub struct IdentityService {
     cfg: IdentityConfig,
     public_url: Url,
     secrets: SecretBox,
-    /// Seals what identity stores that is secret (identity providers' client secrets) under the
-    /// tenant's KEK. Values sealed before the key service existed still open with `secrets`.
-    keys: Option<anshin_keys::KeyService>,
+    /// Seals what identity stores that is secret or personal (identity providers' client
+    /// secrets, people's addresses) under the tenant's KEK, and keeps the addresses' blind
+    /// indexes. Secrets sealed before the key service existed still open with `secrets`.
+    keys: anshin_keys::KeyService,
+    /// Seal new client secrets with `secrets` instead, as before the key service: only for
+    /// tests that need values for the re-encryption pass to move.
+    legacy_secret_sealing: bool,
     http: openidconnect::reqwest::Client,
     mailer: Option<Arc<crate::mail::Mailer>>,
 }
@@ -156,11 +160,12 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
-    fn from_model(m: user::Model) -> Self {
+    /// An account and its opened address.
+    fn from_model(m: user::Model, email: String) -> Self {
         Self {
             id: m.id,
             tenant_id: m.tenant_id,
-            email: m.email,
+            email,
             display_name: m.display_name,
             role: Role::parse(&m.role).unwrap_or(Role::Auditor),
             status: m.status,
@@ -230,6 +235,7 @@ impl IdentityService {
         public_url: &str,
         cfg: IdentityConfig,
         secrets: SecretBox,
+        keys: anshin_keys::KeyService,
     ) -> Result<Self, IdentityError> {
         let url =
             Url::parse(public_url).map_err(|e| IdentityError::Setup(format!("public URL: {e}")))?;
@@ -255,7 +261,8 @@ impl IdentityService {
         };
         Ok(Self {
             mailer,
-            keys: None,
+            keys,
+            legacy_secret_sealing: false,
             db,
             webauthn: Arc::new(webauthn),
             cfg,
@@ -291,14 +298,20 @@ impl IdentityService {
         self.mailer.as_ref()
     }
 
-    /// Stores secrets under the key service (per-tenant KEKs) from now on.
-    pub fn with_keys(mut self, keys: anshin_keys::KeyService) -> Self {
-        self.keys = Some(keys);
+    pub(crate) fn keys(&self) -> &anshin_keys::KeyService {
+        &self.keys
+    }
+
+    /// Test support: seals new identity-provider client secrets with the interim secret box, as
+    /// Anshin did before the key service, so tests can create the values the re-encryption pass
+    /// moves. Addresses are sealed by the key service regardless.
+    #[doc(hidden)]
+    pub fn sealing_secrets_with_secret_box(mut self) -> Self {
+        self.legacy_secret_sealing = true;
         self
     }
 
-    /// Seals a secret of `tenant` for `purpose`, bound to `context`: with the key service when it
-    /// is there, otherwise with the interim secret box.
+    /// Seals a secret of `tenant` for `purpose`, bound to `context`, under the tenant's KEK.
     pub(crate) async fn seal_secret(
         &self,
         tenant: Uuid,
@@ -306,13 +319,13 @@ impl IdentityService {
         context: &str,
         secret: &str,
     ) -> Result<String, IdentityError> {
-        match &self.keys {
-            Some(k) => k
-                .seal_text(tenant, purpose, context, secret)
-                .await
-                .map_err(key_error),
-            None => Ok(self.secrets.seal(secret, context)),
+        if self.legacy_secret_sealing {
+            return Ok(self.secrets.seal(secret, context));
         }
+        self.keys
+            .seal_text(tenant, purpose, context, secret)
+            .await
+            .map_err(key_error)
     }
 
     pub(crate) async fn open_secret(
@@ -323,12 +336,8 @@ impl IdentityService {
         sealed: &str,
     ) -> Result<String, IdentityError> {
         if anshin_keys::service::is_sealed_text(sealed) {
-            let keys = self.keys.as_ref().ok_or_else(|| {
-                IdentityError::Setup(
-                    "a secret sealed by the key service needs the key service".into(),
-                )
-            })?;
-            return keys
+            return self
+                .keys
                 .open_text(tenant, purpose, context, sealed)
                 .await
                 .map(|s| s.to_string())
@@ -377,20 +386,22 @@ impl IdentityService {
         }
         let token = random_token();
         let now = Utc::now();
+        // Before the write transaction: both may write key material on first use.
+        let email = self.email_key(email).await?;
+        let id = Uuid::now_v7();
+        let sealed = self.seal_email(actor.tenant_id, id, &email.address).await?;
         let tx = begin_platform_write_tx(&self.db).await?;
-        let taken = user::Entity::find()
-            .filter(user::Column::Email.eq(&email))
-            .one(&tx)
-            .await?;
+        let taken = user::Entity::find().filter(email.users()).one(&tx).await?;
         if taken.is_some() {
             return Err(IdentityError::Conflict(
                 "an account with this email address already exists".into(),
             ));
         }
         let inv = invitation::ActiveModel {
-            id: Set(Uuid::now_v7()),
+            id: Set(id),
             tenant_id: Set(actor.tenant_id),
-            email: Set(email),
+            email_sealed: Set(sealed),
+            email_index: Set(Some(email.index.clone())),
             display_name: Set(display_name.to_string()),
             role: Set(role.as_str().into()),
             token_hash: Set(sha256_hex(&token)),
@@ -411,7 +422,7 @@ impl IdentityService {
         let mailed = match &self.mailer {
             Some(m) => {
                 let expires = crate::mail::jst(inv.expires_at);
-                m.send_invitation(&inv.email, &inv.display_name, link.as_str(), &expires)
+                m.send_invitation(&email.address, &inv.display_name, link.as_str(), &expires)
                     .await?;
                 true
             }
@@ -426,7 +437,7 @@ impl IdentityService {
                 Outcome::Success,
             )
             .target(Target::new("invitation", inv.id))
-            .detail("email", &inv.email)
+            .detail("email", &email.address)
             .detail("role", role.as_str())
             .detail("mailed", mailed),
         )
@@ -435,7 +446,7 @@ impl IdentityService {
         Ok(InvitationInfo {
             id: inv.id,
             mailed,
-            email: inv.email,
+            email: email.address,
             display_name: inv.display_name,
             role,
             expires_at: inv.expires_at,
@@ -459,13 +470,16 @@ impl IdentityService {
             tx.commit().await?;
             inv
         };
+        let email = self
+            .email_for_use(inv.tenant_id, inv.id, &inv.email_sealed)
+            .await?;
         let user_id = Uuid::now_v7();
         let state = match method {
             EnrollMethod::Passkey => {
                 self.refuse_passkeys_if_attested_only(inv.tenant_id).await?;
                 let (ccr, reg) = self
                     .webauthn
-                    .start_passkey_registration(user_id, &inv.email, &inv.display_name, None)
+                    .start_passkey_registration(user_id, &email, &inv.display_name, None)
                     .map_err(|e| {
                         IdentityError::Ceremony(format!("cannot start registration: {e}"))
                     })?;
@@ -475,7 +489,7 @@ impl IdentityService {
                 crate::password::check_policy(
                     &password,
                     self.cfg.password_min_length,
-                    &inv.email,
+                    &email,
                     &inv.display_name,
                 )?;
                 let hash = crate::password::hash(&password).await?;
@@ -483,7 +497,7 @@ impl IdentityService {
                     .start_security_key_registration(
                         inv.tenant_id,
                         user_id,
-                        &inv.email,
+                        &email,
                         &inv.display_name,
                         None,
                     )
@@ -522,14 +536,30 @@ impl IdentityService {
     ) -> Result<NewSession, IdentityError> {
         let (c, state): (_, RegState) = self.consume_ceremony(ceremony_id, CEREMONY_ENROLL).await?;
         let (authenticator, password_hash) = self.finish_registration(response, state)?;
-        let tx = begin_platform_write_tx(&self.db).await?;
         let inv_id = c
             .invitation_id
             .ok_or_else(|| IdentityError::Ceremony("the ceremony has no invitation".into()))?;
+        let gone = || IdentityError::NotFound("the invitation no longer exists".into());
+        // The account's address, sealed for the account and indexed before the write
+        // transaction (both may write key material on first use).
+        let email = {
+            let tx = begin_platform_tx(&self.db).await?;
+            let inv = invitation::Entity::find_by_id(inv_id).one(&tx).await?;
+            tx.commit().await?;
+            let inv = inv.ok_or_else(gone)?;
+            let address = self
+                .email_for_use(inv.tenant_id, inv.id, &inv.email_sealed)
+                .await?;
+            self.email_key(address).await?
+        };
+        let sealed = self
+            .seal_email(c.tenant_id, c.user_id, &email.address)
+            .await?;
+        let tx = begin_platform_write_tx(&self.db).await?;
         let inv = invitation::Entity::find_by_id(inv_id)
             .one(&tx)
             .await?
-            .ok_or_else(|| IdentityError::NotFound("the invitation no longer exists".into()))?;
+            .ok_or_else(gone)?;
         let now = Utc::now();
         // The invitation is single-use: only one finish can flip used_at.
         let used = invitation::Entity::update_many()
@@ -543,10 +573,23 @@ impl IdentityService {
                 "the enrollment link was already used or has expired".into(),
             ));
         }
+        let taken =
+            || IdentityError::Conflict("an account with this email address already exists".into());
+        // The unique blind index refuses a second account; an account not re-encrypted yet has
+        // no index, so it is looked for by its readable address too.
+        if user::Entity::find()
+            .filter(email.users())
+            .one(&tx)
+            .await?
+            .is_some()
+        {
+            return Err(taken());
+        }
         let u = user::ActiveModel {
             id: Set(c.user_id),
             tenant_id: Set(inv.tenant_id),
-            email: Set(inv.email.clone()),
+            email_sealed: Set(sealed),
+            email_index: Set(Some(email.index.clone())),
             display_name: Set(inv.display_name.clone()),
             role: Set(inv.role.clone()),
             status: Set("active".into()),
@@ -558,7 +601,7 @@ impl IdentityService {
         .await
         .map_err(|e| {
             if anshin_platform::db::is_unique_violation(&e) {
-                IdentityError::Conflict("an account with this email address already exists".into())
+                taken()
             } else {
                 e.into()
             }
@@ -585,7 +628,7 @@ impl IdentityService {
             &tx,
             AuditEvent::new(
                 u.tenant_id,
-                crate::audit::user_actor(&u),
+                crate::audit::user_actor(&u, &email.address),
                 "account.enroll",
                 Outcome::Success,
             )
@@ -595,7 +638,9 @@ impl IdentityService {
             .detail("method", method),
         )
         .await?;
-        let s = self.create_session(&tx, &u, method, meta).await?;
+        let s = self
+            .create_session(&tx, &u, &email.address, method, meta)
+            .await?;
         tx.commit().await?;
         tracing::info!(user = %u.id, tenant = %u.tenant_id, method, "account enrolled");
         Ok(s)
@@ -610,10 +655,10 @@ impl IdentityService {
         &self,
         email: &str,
     ) -> Result<(Uuid, RequestChallengeResponse), IdentityError> {
-        let email = normalise_email(email)?;
+        let email = self.email_key(normalise_email(email)?).await?;
         let tx = begin_platform_tx(&self.db).await?;
         let u = user::Entity::find()
-            .filter(user::Column::Email.eq(&email))
+            .filter(email.users())
             .filter(user::Column::Status.eq("active"))
             .one(&tx)
             .await?;
@@ -642,7 +687,7 @@ impl IdentityService {
                 tx.commit().await?;
                 Ok((id, rcr))
             }
-            _ => Ok((Uuid::now_v7(), self.decoy_challenge(&email)?)),
+            _ => Ok((Uuid::now_v7(), self.decoy_challenge(&email.address)?)),
         }
     }
 
@@ -718,6 +763,19 @@ impl IdentityService {
         Ok((id, rcr))
     }
 
+    /// The opened address of an account, for a session about to be created in a write
+    /// transaction (opening may write key metadata, so it happens before). An account that is
+    /// gone has none; the transaction then refuses the sign-in.
+    pub(crate) async fn email_of_account(&self, user_id: Uuid) -> Result<String, IdentityError> {
+        let tx = begin_platform_tx(&self.db).await?;
+        let u = user::Entity::find_by_id(user_id).one(&tx).await?;
+        tx.commit().await?;
+        match u {
+            Some(u) => self.user_email(&u).await,
+            None => Ok(String::new()),
+        }
+    }
+
     pub(crate) async fn has_passkey(&self, user_id: Uuid) -> Result<bool, IdentityError> {
         let tx = begin_platform_tx(&self.db).await?;
         let n = credential::Entity::find()
@@ -743,9 +801,12 @@ impl IdentityService {
             let (c, result) = self
                 .check_assertion(ceremony_id, CEREMONY_SIGN_IN, response)
                 .await?;
+            let email = self.email_of_account(c.user_id).await?;
             let tx = begin_platform_write_tx(&self.db).await?;
             let u = self.apply_assertion(&tx, &c, &result).await?;
-            let s = self.create_session(&tx, &u, "passkey", meta).await?;
+            let s = self
+                .create_session(&tx, &u, &email, "passkey", meta)
+                .await?;
             tx.commit().await?;
             Ok::<_, IdentityError>((u, s))
         }
@@ -965,11 +1026,14 @@ impl IdentityService {
         let Some(role) = Role::parse(&u.role) else {
             return Ok(None);
         };
+        // Only a label for the trail and the pages: a session stays usable when the address
+        // cannot be opened (the key provider is briefly unreachable).
+        let email = self.user_email_label(&u).await;
         Ok(Some(Principal {
             subject: Subject::User {
                 id: u.id,
                 session_id: s.id,
-                email: u.email,
+                email,
             },
             tenant_id: u.tenant_id,
             tenant_kind: kind,
@@ -996,7 +1060,8 @@ impl IdentityService {
             .await?
             .ok_or_else(|| IdentityError::NotFound("no such session".into()))?;
         r.finish().await?;
-        Ok((UserInfo::from_model(u), s.csrf_token))
+        let email = self.user_email(&u).await?;
+        Ok((UserInfo::from_model(u, email), s.csrf_token))
     }
 
     /// The caller's own sessions that have not ended, newest first.
@@ -1379,15 +1444,17 @@ impl IdentityService {
     }
 
     /// A new session for `u` proven by `method`, in the caller's transaction.
+    /// `email` is the account's opened address (opened before the caller's transaction).
     pub(crate) async fn create_session(
         &self,
         c: &impl ConnectionTrait,
         u: &user::Model,
+        email: &str,
         method: &str,
         meta: ClientMeta,
     ) -> Result<NewSession, IdentityError> {
         let absolute = self.cfg.session_absolute_timeout_secs as i64;
-        self.create_session_limited(c, u, method, meta, absolute)
+        self.create_session_limited(c, u, email, method, meta, absolute)
             .await
     }
 
@@ -1396,6 +1463,7 @@ impl IdentityService {
         &self,
         c: &impl ConnectionTrait,
         u: &user::Model,
+        email: &str,
         method: &str,
         meta: ClientMeta,
         absolute_secs: i64,
@@ -1432,7 +1500,7 @@ impl IdentityService {
             c,
             AuditEvent::new(
                 u.tenant_id,
-                crate::audit::user_actor(u).with_session(session_id),
+                crate::audit::user_actor(u, email).with_session(session_id),
                 "auth.sign_in",
                 Outcome::Success,
             )
@@ -1445,7 +1513,7 @@ impl IdentityService {
             session_id,
             cookie: Secret::new(cookie),
             csrf_token: csrf,
-            user: UserInfo::from_model(u.clone()),
+            user: UserInfo::from_model(u.clone(), email.to_string()),
             absolute_expires_at,
         })
     }

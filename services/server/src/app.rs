@@ -114,8 +114,8 @@ impl AppState {
             &config.public_url,
             config.identity.clone(),
             secret_box(config)?,
-        )?
-        .with_keys(keys.clone());
+            keys.clone(),
+        )?;
         let tokens = TokenService::new(db.clone())
             .with_auth_cache(std::time::Duration::from_millis(config.http.auth_cache_ms));
         let clients = ClientService::new(

@@ -102,24 +102,6 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
     migrate::register_tenants_with_audit(&db)
         .await
         .map_err(CliError::failure)?;
-    let identity = crate::app::secret_box(&config)
-        .and_then(|b| {
-            anshin_identity::IdentityService::new(
-                db.clone(),
-                &config.public_url,
-                config.identity.clone(),
-                b,
-            )
-        })
-        .map_err(|e| CliError::usage(e.to_string()))?;
-    if demo_mode {
-        let token_service = TokenService::new(db.clone());
-        let tokens = demo::seed(&TenancyService::new(db.clone()), &token_service).await?;
-        let link = demo::invitation(&identity, &token_service, &tokens)
-            .await
-            .map_err(CliError::failure)?;
-        print_demo(&tokens, &config.public_url, link.as_deref());
-    }
     let web = web::Web::load(config.http.insecure_cookies)
         .map_err(|e| CliError::failure(e.to_string()))?;
     let key_provider = crate::keys::key_provider(&config)
@@ -128,6 +110,17 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
     let state =
         AppState::with_key_provider(db.clone(), web, services.clone(), &config, key_provider)
             .map_err(|e| CliError::usage(e.to_string()))?;
+    // Identity seals the addresses it stores with the key service, so the demo invitation waits
+    // for it.
+    let identity = state.identity.clone();
+    if demo_mode {
+        let token_service = TokenService::new(db.clone());
+        let tokens = demo::seed(&TenancyService::new(db.clone()), &token_service).await?;
+        let link = demo::invitation(&identity, &token_service, &tokens)
+            .await
+            .map_err(CliError::failure)?;
+        print_demo(&tokens, &config.public_url, link.as_deref());
+    }
     // Tenants created before the key service (or while the provider was down) get their KEK now;
     // the backfill job keeps retrying if the provider is unreachable.
     let directory = Arc::new(crate::keys::Directory(TenancyService::new(db.clone())));

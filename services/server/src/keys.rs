@@ -140,7 +140,8 @@ pub struct ReencryptError {
 /// What both passes did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Reencrypted {
-    /// Identity providers' client secrets.
+    /// Identity's pass: identity providers' client secrets, then people's e-mail addresses
+    /// stored readable ([`anshin_identity::IdentityService::reseal_legacy_secrets`]).
     pub identity_providers: ResealReport,
     /// Notification channels' webhook secrets and URLs.
     pub notification_channels: ResealReport,
@@ -209,9 +210,9 @@ pub fn reencrypt_services(
         &config.public_url,
         config.identity.clone(),
         crate::app::secret_box(config).map_err(|e| e.to_string())?,
+        keys.clone(),
     )
-    .map_err(|e| e.to_string())?
-    .with_keys(keys.clone());
+    .map_err(|e| e.to_string())?;
     let rules = Arc::new(anshin_audit::alerts::RuleSet::load(
         config.audit.alert_rules_file.as_deref(),
     )?);

@@ -10,7 +10,10 @@ pub struct Model {
     pub user_id: Uuid,
     pub tenant_id: Uuid,
     // Snapshot at the start of the review.
-    pub email: String,
+    /// The account's address as stored in `users.email` when the review started: the same
+    /// sealed value (bound to the tenant and `user_id`, whose address it is).
+    #[sea_orm(column_name = "email")]
+    pub email_sealed: String,
     pub display_name: String,
     pub role: String,
     pub status: String,

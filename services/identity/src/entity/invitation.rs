@@ -6,7 +6,11 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub email: String,
+    /// The invited address, sealed like `users.email` (record = this id).
+    #[sea_orm(column_name = "email")]
+    pub email_sealed: String,
+    /// The blind index of the address (NULL only in rows not yet re-encrypted).
+    pub email_index: Option<String>,
     pub display_name: String,
     pub role: String,
     /// SHA-256 of the enrollment token in the link; the token itself is never stored.

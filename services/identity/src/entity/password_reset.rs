@@ -15,9 +15,11 @@ pub struct Model {
     /// `callback_registered_phone` or `other`.
     pub method: String,
     pub note: Option<String>,
-    /// The verifying administrator (`user:<id>`) and their email address at the time.
+    /// The verifying administrator (`user:<id>`) and their email address at the time, sealed
+    /// like `users.email` (record = this id).
     pub verified_by: String,
-    pub verifier_email: String,
+    #[sea_orm(column_name = "verifier_email")]
+    pub verifier_email_sealed: String,
     pub created_at: DateTimeUtc,
     /// SHA-256 (hex) of the reset token.
     #[sea_orm(unique)]

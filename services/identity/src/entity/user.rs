@@ -6,8 +6,15 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub tenant_id: Uuid,
+    /// The address, sealed by the key service under the tenant's KEK (`anshin-env1:…`, purpose
+    /// `identity.email`, record = this id). Rows written before hold it readable until the
+    /// re-encryption pass (`anshin keys reencrypt`) seals them.
+    #[sea_orm(column_name = "email", unique)]
+    pub email_sealed: String,
+    /// The blind index of the normalised address: how sign-in finds an account and how an
+    /// address stays unique without being readable. NULL only in rows not yet re-encrypted.
     #[sea_orm(unique)]
-    pub email: String,
+    pub email_index: Option<String>,
     pub display_name: String,
     pub role: String,
     /// `active` or `disabled`.
