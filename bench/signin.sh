@@ -32,7 +32,7 @@ for backend in sqlite postgres; do
   pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   printf '%-9s ' "$backend"
-  "$LOAD" "http://localhost:$port" "$token" "$CONC" "$CONC" "$SECONDS_RUN"
+  SERVER_PID=$pid "$LOAD" "http://localhost:$port" "$token" "$CONC" "$CONC" "$SECONDS_RUN"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$dir"
 done

@@ -106,11 +106,11 @@ async fn assert_log_contiguous(db: &anshin_tests::TestDb, tenant: uuid::Uuid) ->
 both_backends! {
     async fn tenant_and_token_changes_are_sealed_and_readable_in_scope(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let report = state.audit.sealer().seal_all().await.unwrap();
         assert!(report.entries >= 5, "tenant creations and token issues were recorded: {report:?}");
         assert_eq!(db.count_platform("SELECT COUNT(*) FROM audit_pending").await, 0);
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
 
         // An institution auditor reads its own trail, sealed.
         let (s, page) = get_json(&app, "/api/v1/audit/events?limit=500", bearer(&w, "alpha-clinic", Role::Auditor)).await;
@@ -185,7 +185,7 @@ both_backends! {
 
     async fn sealed_records_cannot_be_changed_or_deleted(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         state.audit.sealer().seal_all().await.unwrap();
         for sql in [
             "UPDATE audit_events SET action = 'forged'".to_string(),
@@ -218,7 +218,7 @@ both_backends! {
 
     async fn the_data_plane_sends_access_events_idempotently(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let ev = |id: &str, action: &str| json!({
             "client_event_id": id,
             "time": chrono::Utc::now().to_rfc3339(),
@@ -268,7 +268,7 @@ both_backends! {
         assert_eq!(s, 404);
 
         // Sealed and searchable with who, what and how long.
-        db.state().audit.sealer().seal_all().await.unwrap();
+        db.state().await.audit.sealer().seal_all().await.unwrap();
         let (s, page) = get_json(&app, "/api/v1/audit/events?action=record.open&target=P-000123", bearer(&w, "alpha-clinic", Role::Auditor)).await;
         assert_eq!(s, 200);
         let items = page["items"].as_array().unwrap();
@@ -284,13 +284,13 @@ both_backends! {
 
     async fn checkpoints_are_consistent_with_each_other(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         state.audit.sealer().seal_all().await.unwrap();
         for i in 0..7 {
             state.audit.record_now(&AuditEvent::new(w.h1.id, Actor::system("test"), "test.tick", Outcome::Success).detail("i", i)).await.unwrap();
         }
         state.audit.sealer().seal_all().await.unwrap();
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (s, cps) = get_json(&app, "/api/v1/audit/checkpoints", bearer(&w, "alpha-hospital", Role::Auditor)).await;
         assert_eq!(s, 200);
         let sizes: Vec<u64> = cps["items"].as_array().unwrap().iter().map(|c| c["tree_size"].as_u64().unwrap()).collect();
@@ -308,7 +308,7 @@ both_backends! {
 
     async fn a_sealer_killed_mid_batch_loses_and_duplicates_nothing(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         for i in 0..40 {
             state.audit.record_now(&AuditEvent::new(w.c1.id, Actor::system("test"), "test.crash", Outcome::Success).detail("i", i)).await.unwrap();
         }
@@ -316,7 +316,7 @@ both_backends! {
         for point in ["after_log_insert", "after_pending_delete", "after_checkpoint_insert"] {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-seal-fixture"))
                 .env("FIXTURE_DB_URL", db.config.database_url().expose())
-                .env("FIXTURE_KEY_FILE", db.data_dir.join("audit-signing.key"))
+                .envs(db.env.clone())
                 .env("FIXTURE_BATCH", "7")
                 .env("ANSHIN_AUDIT_FAULT", point)
                 .output()
@@ -328,14 +328,14 @@ both_backends! {
         // seals everything exactly once.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-seal-fixture"))
             .env("FIXTURE_DB_URL", db.config.database_url().expose())
-            .env("FIXTURE_KEY_FILE", db.data_dir.join("audit-signing.key"))
+            .envs(db.env.clone())
             .env("FIXTURE_BATCH", "7")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(assert_log_contiguous(&db, w.c1.id).await, total);
         assert_eq!(db.count_platform("SELECT COUNT(*) FROM audit_pending").await, 0);
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (_, cps) = get_json(&app, "/api/v1/audit/checkpoints?limit=500", bearer(&w, "alpha-clinic", Role::Auditor)).await;
         let sizes: Vec<u64> = cps["items"].as_array().unwrap().iter().map(|c| c["tree_size"].as_u64().unwrap()).collect();
         assert_eq!(sizes[0], total as u64);
@@ -347,10 +347,10 @@ both_backends! {
     async fn writers_and_two_sealer_processes_run_together(db) {
         let w = World::build(&db).await;
         // Creates the signing key the sealer processes share.
-        let state = db.state();
+        let state = db.state().await;
         let spawn = || std::process::Command::new(env!("CARGO_BIN_EXE_audit-seal-fixture"))
             .env("FIXTURE_DB_URL", db.config.database_url().expose())
-            .env("FIXTURE_KEY_FILE", db.data_dir.join("audit-signing.key"))
+            .envs(db.env.clone())
             .env("FIXTURE_BATCH", "13")
             .env("FIXTURE_RUN_SECS", "6")
             .stdout(std::process::Stdio::null())
@@ -382,7 +382,7 @@ both_backends! {
 
     async fn an_export_verifies_offline_and_tampering_is_located(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         state.audit.sealer().seal_all().await.unwrap();
         for i in 0..25 {
             state.audit.record_now(&AuditEvent::new(w.c1.id, Actor::system("test"), "test.export", Outcome::Success).detail("i", i)).await.unwrap();
@@ -394,7 +394,7 @@ both_backends! {
         for i in 0..5 {
             state.audit.record_now(&AuditEvent::new(w.c1.id, Actor::system("test"), "test.later", Outcome::Success).detail("i", i)).await.unwrap();
         }
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let download = |path: String| {
             let app = &app;
             let w = &w;
@@ -462,7 +462,7 @@ both_backends! {
 
     async fn identity_actions_are_sealed_with_who_when_and_from_where(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let mut nurse = anshin_tests::enroll_passkey(&app, &w, "alpha-clinic", "kango@aoba.example.jp", "institution_staff").await;
         anshin_tests::step_up(&app, &mut nurse).await;
         // A session ended by its owner.
@@ -474,7 +474,7 @@ both_backends! {
             .insert_header(("user-agent", "probe-agent/1.0"))
             .set_json(json!({"email": "nobody@aoba.example.jp", "password": "a wrong password entirely"})).to_request()).await;
         assert_eq!(res.status(), 400);
-        let state = db.state();
+        let state = db.state().await;
         state.audit.sealer().seal_all().await.unwrap();
 
         let (s, page) = get_json(&app, "/api/v1/audit/events?limit=500", bearer(&w, "alpha-clinic", Role::Auditor)).await;

@@ -33,7 +33,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, got: web::Data<Received>) -
 both_backends! {
     async fn emergency_access_is_single_use_reasoned_short_and_alerted(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let admin = ("authorization", format!("Bearer {}", w.token("alpha-hospital", Role::InstitutionAdmin)));
 
         // Only admins issue codes; the code is shown once and never again.
@@ -165,7 +165,7 @@ fn jst(t: chrono::DateTime<chrono::Utc>) -> String {
 both_backends! {
     async fn every_active_admin_is_mailed_and_mail_trouble_never_blocks_the_emergency(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         // The hospital: two active admins, a disabled one and a nurse; the clinic next door and
         // the provider have admins of their own.
         enroll_passkey(&app, &w, "alpha-hospital", "head@hikari.example.jp", "institution_admin").await;

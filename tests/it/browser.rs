@@ -196,7 +196,7 @@ both_backends! {
 
         // The hospital's trail: a nurse opens three records in the last half hour, a doctor one;
         // someone uses the break-glass code (a critical alert). Sealed with the server's sealer.
-        let state = db.state();
+        let state = db.state().await;
         let h = w.h1.id;
         let now = chrono::Utc::now();
         let nurse = Actor::user(uuid::Uuid::now_v7(), "nurse@hikari.example.jp", h, "institution_staff");

@@ -156,7 +156,7 @@ fn slugs(v: &Value) -> Vec<String> {
 both_backends! {
     async fn registration_is_for_admins_and_the_secret_is_shown_once(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let ok = json!({"name": "電子カルテ連携", "role": "provider_operator", "scopes": ["read", "write"], "auth_method": "client_secret"});
 
         // People and tokens without an admin role cannot register clients.
@@ -224,7 +224,7 @@ both_backends! {
 
     async fn client_secret_tokens_act_in_their_tenant_with_their_scope(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (_, rw) = register!(&app, w, "alpha-cloud", Role::ProviderAdmin, &json!({"name": "運用自動化", "role": "provider_operator", "scopes": ["read", "write"], "auth_method": "client_secret"}));
         let (rw_id, rw_secret) = (rw["client_id"].as_str().unwrap().to_string(), rw["client_secret"].as_str().unwrap().to_string());
         let (_, ro) = register!(&app, w, "alpha-clinic", Role::InstitutionAdmin, &json!({"name": "閲覧連携", "role": "institution_staff", "scopes": ["read"], "auth_method": "client_secret"}));
@@ -325,9 +325,10 @@ both_backends! {
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
             assert_eq!(h.get(header::CONTENT_TYPE).unwrap(), "application/problem+json");
         }
-        // Signed with Anshin's own key (from the data directory) but expired, or for another
+        // Signed with Anshin's own key (from the key service) but expired, or for another
         // audience: refused; the same claims, current, are accepted (so the signer is right).
-        let key_pem = std::fs::read_to_string(db.data_dir.join("identity-token-signing.key")).unwrap();
+        let stored = db.state().await.keys.platform_secret(anshin_server::signing_keys::TOKEN_SIGNING_KEY, || panic!("created at start")).await.unwrap();
+        let key_pem = String::from_utf8(stored.to_vec()).unwrap();
         let (_, _, jwks) = call!(&app, test::TestRequest::get().uri("/.well-known/jwks.json"));
         let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_string();
         let sign = |exp: i64, aud: &str| {
@@ -385,7 +386,7 @@ both_backends! {
 
     async fn private_key_jwt_assertions_are_verified_and_single_use(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (private_pem, public_pem) = keypair();
         let (s, c) = register!(&app, w, "alpha-clinic", Role::InstitutionAdmin, &json!({"name": "鍵取得エージェント", "role": "auditor", "scopes": ["read"], "auth_method": "private_key_jwt", "public_key_pem": public_pem}));
         assert_eq!(s, StatusCode::CREATED, "{c}");
@@ -452,7 +453,7 @@ both_backends! {
 
     async fn another_tenant_s_clients_cannot_be_seen_or_revoked(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (_, foreign) = register!(&app, w, "beta-clinic", Role::InstitutionAdmin, &json!({"name": "みどり連携", "role": "auditor", "scopes": ["read"], "auth_method": "client_secret"}));
         let foreign_refs = [foreign["id"].as_str().unwrap().to_string(), foreign["client_id"].as_str().unwrap().to_string()];
         let mut probes = 0;
@@ -476,7 +477,7 @@ both_backends! {
 
     async fn a_suspended_tenant_s_clients_stop(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (_, c) = register!(&app, w, "alpha-clinic", Role::InstitutionAdmin, &json!({"name": "連携", "role": "institution_staff", "scopes": ["read"], "auth_method": "client_secret"}));
         let (id, secret) = (c["client_id"].as_str().unwrap().to_string(), c["client_secret"].as_str().unwrap().to_string());
         let cc = form(&[("grant_type", "client_credentials")]);
@@ -501,7 +502,7 @@ both_backends! {
         use anshin_platform::jobs::{JobQueue, JobStatus, NewJob, Worker, WorkerOptions};
         use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (private_pem, public_pem) = keypair();
         let (s, c) = register!(&app, w, "alpha-clinic", Role::InstitutionAdmin, &json!({"name": "鍵取得エージェント", "role": "auditor", "scopes": ["read"], "auth_method": "private_key_jwt", "public_key_pem": public_pem}));
         assert_eq!(s, StatusCode::CREATED, "{c}");
@@ -559,7 +560,7 @@ async fn client_rows_are_isolated_by_rls() {
     use sea_orm::{EntityTrait, TransactionTrait};
     let db = TestDb::new(Backend::Postgres).await;
     let w = World::build(&db).await;
-    let app = test::init_service(db.app()).await;
+    let app = test::init_service(db.app().await).await;
     let (private_pem, public_pem) = keypair();
     for (slug, role) in [
         ("alpha-clinic", Role::InstitutionAdmin),
@@ -610,7 +611,7 @@ async fn the_token_endpoint_is_rate_limited() {
     let mut db = TestDb::new(Backend::Sqlite).await;
     db.config.http.auth_rate_per_minute = 1;
     db.config.http.auth_rate_burst = 2;
-    let app = test::init_service(db.app()).await;
+    let app = test::init_service(db.app().await).await;
     let cc = form(&[("grant_type", "client_credentials")]);
     for _ in 0..2 {
         let (s, _, v) = token!(&app, cc.clone(), basic("anc_guess", "ancs_guess"));

@@ -66,7 +66,7 @@ fn assert_with(token: &mut SoftToken, v: &Value) -> Value {
 both_backends! {
     async fn security_key_with_password_enrolls_signs_in_and_locks(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let token = invite!(&app, &w, "ichiro@sakura.example.jp");
 
         // The password is checked before the key is touched.
@@ -149,7 +149,7 @@ both_backends! {
 
     async fn sign_in_begin_does_not_reveal_accounts(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         // A passkey account, to compare a real challenge with the decoys.
         let token = invite!(&app, &w, "real@sakura.example.jp");
         let begin: Value = test::call_and_read_body_json(&app, post("/api/v1/auth/enrollment/begin", json!({"token": token})).to_request()).await;
@@ -183,7 +183,7 @@ both_backends! {
 
     async fn credentials_are_named_added_and_removed_after_step_up(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let token = invite!(&app, &w, "multi@sakura.example.jp");
         let begin: Value = test::call_and_read_body_json(&app, post("/api/v1/auth/enrollment/begin", json!({"token": token})).to_request()).await;
         let ccr: CreationChallengeResponse = serde_json::from_value(begin["public_key"].clone()).unwrap();
@@ -265,7 +265,7 @@ both_backends! {
 
     async fn attestation_allow_list_admits_only_listed_key_models(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (mut issued, issued_ca) = SoftToken::new(false).unwrap();
         let (mut foreign, _) = SoftToken::new(false).unwrap();
         let pem = String::from_utf8(issued_ca.to_pem().unwrap()).unwrap();
@@ -313,7 +313,7 @@ both_backends! {
 
     async fn a_cloned_key_is_refused_by_its_counter(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let token = invite!(&app, &w, "clone@sakura.example.jp");
         let begin: Value = test::call_and_read_body_json(&app, post("/api/v1/auth/enrollment/begin", json!({"token": token, "method": "security_key", "password": GOOD_PASSWORD})).to_request()).await;
         let (mut key, _) = SoftToken::new(false).unwrap();
@@ -338,7 +338,7 @@ both_backends! {
 
     async fn sessions_take_the_tenants_idle_timeout(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let res = test::call_service(&app, test::TestRequest::put().uri("/api/v1/identity-policy").insert_header(("authorization", admin(&w))).set_json(json!({"idle_timeout_secs": 120, "stale_after_days": 90, "disable_after_days": 30})).to_request()).await;
         assert_eq!(res.status(), StatusCode::OK);
         let token = invite!(&app, &w, "idle@sakura.example.jp");

@@ -30,7 +30,7 @@ async fn sign_in_endpoints_are_rate_limited_per_client() {
     let mut db = anshin_tests::TestDb::new(anshin_tests::Backend::Sqlite).await;
     db.config.http.auth_rate_per_minute = 1;
     db.config.http.auth_rate_burst = 3;
-    let app = test::init_service(db.app()).await;
+    let app = test::init_service(db.app().await).await;
     let attempt = || {
         test::TestRequest::post()
             .uri("/api/v1/auth/sign-in/begin")
@@ -80,7 +80,7 @@ async fn sign_in_endpoints_are_rate_limited_per_client() {
 
 both_backends! {
     async fn health_readiness_and_served_openapi(db) {
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let res = test::call_service(&app, test::TestRequest::get().uri("/healthz").to_request()).await;
         assert_eq!(res.status(), StatusCode::OK);
         let v: Value = test::call_and_read_body_json(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
@@ -91,7 +91,7 @@ both_backends! {
     }
 
     async fn readiness_fails_when_the_database_is_gone(db) {
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         db.app.clone().close().await.unwrap();
         let res = test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -100,7 +100,7 @@ both_backends! {
 
     async fn bad_input_gets_4xx_problems_and_changes_nothing(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let auth = ("authorization", format!("Bearer {}", w.token("alpha-cloud", Role::ProviderAdmin)));
         let before = db.tenancy().admin_list().await.unwrap();
         let big = "あ".repeat(300_000);
@@ -143,7 +143,7 @@ both_backends! {
     }
 
     async fn request_ids_are_echoed_or_generated(db) {
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let res = test::call_service(&app, test::TestRequest::get().uri("/healthz").insert_header(("x-request-id", "req-123")).to_request()).await;
         assert_eq!(res.headers().get("x-request-id").unwrap(), "req-123");
         let res = test::call_service(&app, test::TestRequest::get().uri("/healthz").insert_header(("x-request-id", "bad id with spaces")).to_request()).await;
@@ -153,7 +153,7 @@ both_backends! {
     }
 
     async fn web_shell_is_japanese_first_with_english_available(db) {
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers().get(header::CONTENT_LANGUAGE).unwrap(), "ja");

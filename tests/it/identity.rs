@@ -59,7 +59,7 @@ macro_rules! enroll {
 both_backends! {
     async fn invitation_enrollment_sign_in_and_sessions(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let token = enrollment_token(&test::call_and_read_body_json(&app, invite_req(&w, "alpha-clinic", "Hanako@Sakura.example.jp", "institution_staff")).await);
 
         // Enroll a passkey from the invitation.
@@ -135,7 +135,7 @@ both_backends! {
 
     async fn bad_ceremonies_get_a_clear_4xx_and_no_session(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let mut devices = Vec::new();
         for (email, slug) in [("a@clinic.example.jp", "alpha-clinic"), ("b@hospital.example.jp", "alpha-hospital")] {
             let token = enrollment_token(&test::call_and_read_body_json(&app, invite_req(&w, slug, email, "institution_admin")).await);
@@ -225,7 +225,7 @@ both_backends! {
 
     async fn sessions_end_after_the_idle_timeout(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let token = enrollment_token(&test::call_and_read_body_json(&app, invite_req(&w, "beta-clinic", "idle@example.jp", "institution_staff")).await);
         let begin: Value = test::call_and_read_body_json(&app, test::TestRequest::post().uri("/api/v1/auth/enrollment/begin").set_json(json!({"token": token})).to_request()).await;
         let ccr: CreationChallengeResponse = serde_json::from_value(begin["public_key"].clone()).unwrap();
@@ -262,7 +262,7 @@ both_backends! {
 both_backends! {
     async fn admins_see_the_account_inventory_and_can_cut_access(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (res, mut device) = enroll!(&app, &w, "alpha-clinic", "kana@clinic.example.jp", "institution_staff");
         let cookie = session_cookie(&res).unwrap();
         let me = |c: &str| test::TestRequest::get().uri("/api/v1/me").insert_header(("cookie", format!("anshin_session={c}"))).to_request();
@@ -316,7 +316,7 @@ both_backends! {
 both_backends! {
     async fn sensitive_actions_need_a_recent_passkey_step_up(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (res, mut device) = enroll!(&app, &w, "beta-clinic", "head@midori.example.jp", "institution_admin");
         let cookie = session_cookie(&res).unwrap();
         let signed: Value = test::read_body_json(res).await;

@@ -164,7 +164,7 @@ fn emails(list: &Value) -> Vec<String> {
 both_backends! {
     async fn addresses_are_sealed_and_still_found_by_address(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = test::init_service(anshin_server::app::app(state.clone())).await;
         let mut kana = enroll_passkey(&app, &w, "alpha-clinic", "Kana.Sato@Aoba.example.jp", "institution_staff").await;
         let ren = enroll_passkey(&app, &w, "alpha-clinic", "ren@aoba.example.jp", "institution_staff").await;
@@ -233,7 +233,7 @@ both_backends! {
 
     async fn readable_rows_are_found_until_the_pass_seals_them(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = test::init_service(anshin_server::app::app(state.clone())).await;
         let mut old = enroll_passkey(&app, &w, "alpha-clinic", "old.timer@aoba.example.jp", "institution_staff").await;
         let (_, inv) = invite(&app, &w, "alpha-clinic", "waiting@aoba.example.jp").await;
@@ -261,7 +261,7 @@ both_backends! {
         assert_eq!(emails(&get(&app, "/api/v1/invitations", bearer(&w, "alpha-clinic", Role::Auditor)).await), vec!["waiting@aoba.example.jp"]);
 
         // The pass (as `anshin keys reencrypt` and the hourly job run it), in batches of one.
-        let report = state.identity.reseal_legacy_secrets(&Actor::operator(), 1).await.unwrap();
+        let report = state.identity.reseal_legacy_contact_data(&Actor::operator(), 1).await.unwrap();
         assert_eq!((report.examined, report.resealed, report.failed), (3, 3, 0), "{report:?}");
         let stored = one(&db, &col(&db, "users", "email", old.id)).await;
         assert_sealed(&stored, "old.timer@aoba.example.jp");
@@ -285,7 +285,7 @@ both_backends! {
         assert_eq!(emails(&get(&app, "/api/v1/invitations", bearer(&w, "alpha-clinic", Role::Auditor)).await), vec!["waiting@aoba.example.jp"]);
         let detail = get(&app, &format!("/api/v1/account-reviews/{review_id}"), bearer(&w, "alpha-clinic", Role::Auditor)).await;
         assert_eq!(emails(&detail), vec!["old.timer@aoba.example.jp"]);
-        let again = state.identity.reseal_legacy_secrets(&Actor::operator(), 100).await.unwrap();
+        let again = state.identity.reseal_legacy_contact_data(&Actor::operator(), 100).await.unwrap();
         assert_eq!((again.examined, again.resealed, again.failed), (0, 0, 0));
         assert_eq!(one(&db, &col(&db, "users", "email", old.id)).await, stored, "untouched");
         assert_eq!(strings(&db, "SELECT body FROM audit_events WHERE action = 'identity.email.reseal'").await.len(), 3);
@@ -293,7 +293,7 @@ both_backends! {
 
     async fn a_crypto_erase_leaves_the_tenants_addresses_unreadable(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = test::init_service(anshin_server::app::app(state.clone())).await;
         let kana = enroll_passkey(&app, &w, "alpha-clinic", "kana@aoba.example.jp", "institution_staff").await;
         enroll_passkey(&app, &w, "alpha-hospital", "nurse@hikari.example.jp", "institution_staff").await;
@@ -302,7 +302,7 @@ both_backends! {
         assert_eq!(state.keys.open_text(w.c1.id, PURPOSE, &record, &stored).await.unwrap().as_str(), "kana@aoba.example.jp");
 
         state.keys.crypto_erase(Actor::operator(), w.c1.id, None).await.unwrap();
-        let cold = db.state();
+        let cold = db.state().await;
         for k in [&state.keys, &cold.keys] {
             assert!(matches!(k.open_text(w.c1.id, PURPOSE, &record, &stored).await, Err(KeyError::KeyDestroyed(_))));
         }

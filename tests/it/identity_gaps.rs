@@ -88,7 +88,7 @@ where
 both_backends! {
     async fn invitations_are_listed_and_revoked(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let admin = || bearer(&w, "alpha-hospital", Role::InstitutionAdmin);
         let invite = |email: &str| {
             test::TestRequest::post()
@@ -193,7 +193,7 @@ both_backends! {
 both_backends! {
     async fn one_account_in_scope(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let admin = enroll_passkey(&app, &w, "alpha-hospital", "kanri@hikari.example.jp", "institution_admin").await;
         let staff = enroll_passkey(&app, &w, "alpha-hospital", "kango@hikari.example.jp", "institution_staff").await;
         let path = format!("/api/v1/accounts/{}", staff.id);
@@ -243,7 +243,7 @@ both_backends! {
 both_backends! {
     async fn grants_name_the_maintainer(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let maint = enroll_passkey(&app, &w, "alpha-cloud", "hoshu@alpha-cloud.example.jp", "provider_maintainer").await;
         let admin = enroll_passkey(&app, &w, "alpha-hospital", "kanri@hikari.example.jp", "institution_admin").await;
         let now = chrono::Utc::now();
@@ -283,7 +283,7 @@ both_backends! {
 both_backends! {
     async fn break_glass_use_counts_as_a_sign_in(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let admin = || bearer(&w, "alpha-hospital", Role::InstitutionAdmin);
         let res = test::call_service(&app, test::TestRequest::post().uri("/api/v1/break-glass").insert_header(admin()).to_request()).await;
         assert_eq!(res.status(), StatusCode::CREATED);
@@ -312,7 +312,7 @@ both_backends! {
 both_backends! {
     async fn refused_passkey_sign_ins_reach_the_tenants_trail(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let mut staff = enroll_passkey(&app, &w, "alpha-hospital", "kango@hikari.example.jp", "institution_staff").await;
         let begin = || test::TestRequest::post().uri("/api/v1/auth/sign-in/begin").set_json(json!({"email": "kango@hikari.example.jp"})).to_request();
         let finish = |ceremony: &Value, credential: &Value| test::TestRequest::post().uri("/api/v1/auth/sign-in/finish").set_json(json!({"ceremony_id": ceremony, "credential": credential})).to_request();
@@ -435,7 +435,7 @@ both_backends! {
     async fn refused_organisation_sign_ins_reach_the_tenants_trail(db) {
         let w = World::build(&db).await;
         let provider = start_provider();
-        let state = db.state();
+        let state = db.state().await;
         let admin = db.tokens().authenticate(w.token("alpha-hospital", Role::InstitutionAdmin)).await.unwrap().unwrap();
         state.identity.set_identity_provider(&admin, anshin_identity::ProviderSettings {
             issuer: provider.base.clone(),

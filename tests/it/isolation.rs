@@ -238,7 +238,7 @@ fn api_routes() -> Vec<(Method, String)> {
 both_backends! {
     async fn probe_matrix_finds_no_leak(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let before: Vec<_> = db.tenancy().admin_list().await.unwrap();
         let mut probes = 0;
         for ((slug, role), token) in &w.tokens {
@@ -313,7 +313,7 @@ both_backends! {
 
     async fn each_role_sees_exactly_its_scope(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let cases = [
             ("alpha-cloud", Role::ProviderAdmin, vec![&w.p1, &w.c1, &w.h1]),
             ("alpha-cloud", Role::Auditor, vec![&w.p1, &w.c1, &w.h1]),
@@ -345,7 +345,7 @@ both_backends! {
 
     async fn route_role_matrix(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         // (acting tenant, role, target, body, expected status)
         let cases: Vec<(&str, Role, &anshin_tenancy::Tenant, Value, StatusCode)> = vec![
             ("alpha-cloud", Role::ProviderAdmin, &w.c1, json!({"name": "あおば内科"}), StatusCode::OK),

@@ -366,7 +366,7 @@ macro_rules! app_of {
 both_backends! {
     async fn every_tenant_gets_its_own_kek_and_status_is_read_in_scope(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         let alpha_admin = api_token(&w, "alpha-cloud", Role::ProviderAdmin);
 
@@ -455,7 +455,7 @@ both_backends! {
 
     async fn data_plane_round_trip_is_audited_without_key_material(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         // The provider's EMR platform: a machine client with read and write.
         let emr = machine_client(&app, &api_token(&w, "alpha-cloud", Role::ProviderAdmin), "provider_operator", &["read", "write", "keys"], None).await;
@@ -545,7 +545,7 @@ both_backends! {
 
     async fn data_plane_refusals(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         let a_api = api_token(&w, "alpha-clinic", Role::InstitutionAdmin);
         let b_api = api_token(&w, "beta-clinic", Role::InstitutionAdmin);
@@ -645,7 +645,7 @@ both_backends! {
         // An institution's machine clients have read-only roles (institution_staff); the keys
         // scope is what lets its EMR use data keys, and without it every key operation is refused.
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         let a_api = api_token(&w, "alpha-clinic", Role::InstitutionAdmin);
         let a_emr = machine_client(&app, &a_api, "institution_staff", &["read", "keys"], None).await;
@@ -684,7 +684,7 @@ both_backends! {
         // (`Role::is_read_only`); their API tokens must not mint data keys or ciphertexts, as a
         // read-only machine client cannot.
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         for (slug, role) in [("alpha-clinic", Role::Auditor), ("alpha-clinic", Role::InstitutionStaff), ("alpha-cloud", Role::Auditor), ("alpha-cloud", Role::ProviderMaintainer)] {
             let t = api_token(&w, slug, role);
@@ -697,7 +697,7 @@ both_backends! {
 
     async fn every_altered_byte_of_a_transit_ciphertext_is_refused(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         let a = api_token(&w, "alpha-clinic", Role::InstitutionAdmin);
         let value = "検査結果：HbA1c 6.9%".as_bytes();
@@ -734,7 +734,7 @@ both_backends! {
 
     async fn rotation_keeps_old_values_readable_and_the_job_rewraps_stored_keys(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         let keys = state.keys.clone();
         let admin = api_token(&w, "alpha-clinic", Role::InstitutionAdmin);
@@ -819,7 +819,7 @@ both_backends! {
 
         // Old values still open — also in a process with a cold cache, which must unwrap the
         // moved keys under the new KEK.
-        let cold = db.state().keys;
+        let cold = db.state().await.keys;
         for k in [&keys, &cold] {
             for (purpose, record, text, ct) in &sealed {
                 assert_eq!(k.open(c1, purpose, record, ct).await.unwrap().as_slice(), text.as_bytes());
@@ -828,7 +828,7 @@ both_backends! {
             assert_eq!(k.open(c1, "test.after", "rec-a", &after_seal).await.unwrap().as_slice(), b"after rotation");
         }
         // With the old KEK disabled, a fresh process still opens everything: nothing needs it.
-        let fresh = db.state().keys;
+        let fresh = db.state().await.keys;
         fresh.ring().provider().disable(&old.key_id).await.unwrap();
         for (purpose, record, text, ct) in &sealed {
             assert_eq!(fresh.open(c1, purpose, record, ct).await.unwrap().as_slice(), text.as_bytes());
@@ -865,7 +865,7 @@ both_backends! {
 
     async fn crypto_erase_destroys_the_tenants_keys_and_nothing_else(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         let keys = state.keys.clone();
         let (c1, c2) = (w.c1.id, w.c2.id);
@@ -924,7 +924,7 @@ both_backends! {
         assert_eq!(db.count_platform(&format!("SELECT COUNT(*) FROM key_data_keys WHERE tenant_id = {}", lit(&db, c1))).await, 0);
 
         // Nothing of A opens any more, through any path, in this process or a fresh one.
-        let cold = db.state().keys;
+        let cold = db.state().await.keys;
         for k in [&keys, &cold] {
             for (p, ct) in &mine {
                 assert!(matches!(k.open(c1, p, "r", ct).await, Err(KeyError::KeyDestroyed(_))), "{p}");
@@ -975,7 +975,7 @@ both_backends! {
 
     async fn a_disabled_key_fails_closed_and_works_again_when_enabled(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = app_of!(state);
         let keys = state.keys.clone();
         let c1 = w.c1.id;
@@ -996,7 +996,7 @@ both_backends! {
         // New data under a purpose nothing cached: refused.
         assert_problem(&encrypt(&app, &a, "emr.fresh", "P-1", b"x").await, 409, "key-unusable", "transit encrypt");
         // A process that has no key in memory cannot decrypt either.
-        let cold_state = db.state();
+        let cold_state = db.state().await;
         let cold_app = app_of!(cold_state);
         assert_problem(&decrypt(&cold_app, &a, "emr.note", "P-1", &ct).await, 409, "key-unusable", "transit decrypt (cold cache)");
         assert!(matches!(cold_state.keys.open(c1, "test.disabled", "r", &sealed).await, Err(KeyError::KeyUnusable { .. })));
@@ -1024,7 +1024,7 @@ both_backends! {
 async fn a_disabled_key_is_not_served_from_the_cache() {
     let db = TestDb::new(Backend::Sqlite).await;
     let w = World::build(&db).await;
-    let state = db.state();
+    let state = db.state().await;
     let app = app_of!(state);
     let a = api_token(&w, "alpha-clinic", Role::InstitutionAdmin);
     let ct = b64_field(
@@ -1069,7 +1069,7 @@ async fn count_in(tx: &sea_orm::DatabaseTransaction, sql: String) -> i64 {
 async fn key_tables_are_isolated_by_row_level_security() {
     let db = TestDb::new(Backend::Postgres).await;
     let w = World::build(&db).await;
-    let keys: KeyService = db.state().keys;
+    let keys: KeyService = db.state().await.keys;
     for t in w.all() {
         keys.seal(t.id, "test.rls", "r", b"x").await.unwrap();
     }

@@ -5,7 +5,8 @@
 //! sealed under the interim secret boxes (identity providers' client secrets, webhook secrets and
 //! URLs) are moved by `anshin keys reencrypt` — audited, idempotent, still opening to the same
 //! plaintext (through sign-in and delivery themselves) — and a crypto-erase of the tenant makes
-//! them unreadable.
+//! them unreadable. Anshin's own signing keys (access tokens, audit checkpoints) live in the key
+//! service too, the same for every replica, and key files of earlier versions are imported.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 
@@ -389,7 +390,75 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// The stored row of a platform secret, read as the platform.
+async fn platform_secret_row(db: &TestDb, name: &str) -> Option<Vec<u8>> {
+    let tx = begin_platform_tx(&db.app).await.unwrap();
+    let backend = db.app.get_database_backend();
+    let row = tx
+        .query_one(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DbBackend::Postgres => {
+                    "SELECT sealed FROM key_index_keys WHERE purpose = $1"
+                }
+                _ => "SELECT sealed FROM key_index_keys WHERE purpose = ?",
+            },
+            [format!("secret:{name}").into()],
+        ))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    row.map(|r| r.try_get_by_index::<Vec<u8>>(0).unwrap())
+}
+
 both_backends! {
+    async fn signing_keys_are_sealed_by_the_key_service_and_shared_by_replicas(db) {
+        use anshin_server::signing_keys::{AUDIT_SIGNING_KEY, TOKEN_SIGNING_KEY};
+        let a = db.state().await;
+        let b = db.state().await;
+        // One key for every replica, published the same way by each.
+        assert_eq!(a.clients.keys().kid(), b.clients.keys().kid());
+        assert_eq!(a.audit.public_key(), b.audit.public_key());
+        // Never a file; stored only as key-service envelopes.
+        for f in ["identity-token-signing.key", "audit-signing.key"] {
+            assert!(!db.data_dir.join(f).exists(), "{f}");
+        }
+        let token_row = platform_secret_row(&db, TOKEN_SIGNING_KEY).await.expect("stored");
+        assert!(!String::from_utf8_lossy(&token_row).contains("PRIVATE KEY"));
+        let stored = a.keys.platform_secret(TOKEN_SIGNING_KEY, || panic!("already stored")).await.unwrap();
+        let pem = String::from_utf8(stored.to_vec()).unwrap();
+        assert_eq!(anshin_identity::clients::TokenKeys::from_pkcs8_pem(&pem).unwrap().kid(), a.clients.keys().kid());
+        let seed = platform_secret_row(&db, AUDIT_SIGNING_KEY).await.expect("stored");
+        assert!(seed.len() > 32, "an envelope, not the seed");
+    }
+
+    async fn signing_key_files_of_earlier_versions_are_imported_then_removed(db) {
+        use anshin_server::signing_keys::{legacy_audit_key_file, legacy_token_key_file, AUDIT_SIGNING_KEY};
+        // Keys as an earlier version wrote them, one unusable: the start stops with a clear
+        // error and that key is not stored.
+        std::fs::create_dir_all(&db.data_dir).unwrap();
+        let pem = anshin_identity::clients::TokenKeys::generate_pkcs8_pem().unwrap();
+        let token_file = legacy_token_key_file(&db.config);
+        std::fs::write(&token_file, &pem).unwrap();
+        let audit_file = legacy_audit_key_file(&db.config);
+        std::fs::write(&audit_file, b"short").unwrap();
+        let web = anshin_server::web::Web::load(db.config.http.insecure_cookies).unwrap();
+        let e = AppState::new(db.app.clone(), web, ServiceSet::all(), &db.config).await.err().expect("refused");
+        assert!(e.to_string().contains("audit-signing.key cannot be imported"), "{e}");
+        assert!(platform_secret_row(&db, AUDIT_SIGNING_KEY).await.is_none());
+        assert!(audit_file.exists(), "left for the operator");
+
+        // Once it is put right: the same keys as the files held, the files gone.
+        std::fs::write(&audit_file, [9u8; 32]).unwrap();
+        let state = db.state().await;
+        assert_eq!(state.clients.keys().kid(), anshin_identity::clients::TokenKeys::from_pkcs8_pem(&pem).unwrap().kid());
+        assert_eq!(state.audit.public_key(), anshin_audit::Signer::public_key(&anshin_audit::LocalSigner::from_seed(&[9u8; 32])));
+        assert!(!token_file.exists() && !audit_file.exists(), "imported files are removed");
+        // The next start uses the stored keys.
+        let again = db.state().await;
+        assert_eq!(again.audit.public_key(), state.audit.public_key());
+    }
+
     async fn channels_are_sealed_by_the_key_service_and_wait_out_an_outage(db) {
         let w = World::build(&db).await;
         let flaky = Arc::new(Flaky {
@@ -397,7 +466,7 @@ both_backends! {
             down: AtomicBool::new(false),
         });
         let web = anshin_server::web::Web::load(db.config.http.insecure_cookies).unwrap();
-        let state = AppState::with_key_provider(db.app.clone(), web, ServiceSet::all(), &db.config, flaky.clone()).unwrap();
+        let state = AppState::with_key_provider(db.app.clone(), web, ServiceSet::all(), &db.config, flaky.clone()).await.unwrap();
         let app = test::init_service(anshin_server::app::app(state.clone())).await;
         let receiver = Receiver::default();
         let (port, server) = start_peer(receiver.clone());
@@ -527,8 +596,9 @@ both_backends! {
         let o = anshin(&db, &["keys", "reencrypt", "--batch", "1"]);
         assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
         let stdout = out(&o);
-        assert!(stdout.contains("Identity provider client secrets: 2 found under the interim key, 2 re-encrypted under the tenant's KEK, 0 left."), "{stdout}");
-        assert!(stdout.contains("Alert webhook secrets and URLs: 2 found under the interim key, 2 re-encrypted under the tenant's KEK, 0 left."), "{stdout}");
+        assert!(stdout.contains("Identity provider client secrets: 2 found under the interim key, 2 sealed under the tenant's KEK, 0 left."), "{stdout}");
+        assert!(stdout.contains("Alert webhook secrets and URLs: 2 found under the interim key, 2 sealed under the tenant's KEK, 0 left."), "{stdout}");
+        assert!(stdout.contains("People's e-mail addresses: 0 found stored readable, 0 sealed under the tenant's KEK, 0 left."), "addresses have their own line: {stdout}");
         let after = snapshot(&db, &tenants, &channels).await;
         assert!(after.iter().all(|s| s.starts_with("anshin-env1:")), "{after:?}");
         for s in &after {
@@ -546,7 +616,7 @@ both_backends! {
         }
 
         // Still the same plaintext, opened under each tenant's key …
-        let state = db.state();
+        let state = db.state().await;
         let keys = state.keys.clone();
         let c_idp = strings(&db, &idp_secret(&db, w.c1.id)).await.pop().unwrap();
         let h_idp = strings(&db, &idp_secret(&db, w.h1.id)).await.pop().unwrap();
@@ -579,7 +649,7 @@ both_backends! {
 
         // Crypto-erase of the clinic: its re-sealed secrets no longer open, anywhere.
         keys.crypto_erase(Actor::operator(), w.c1.id, None).await.unwrap();
-        let cold = db.state();
+        let cold = db.state().await;
         for k in [&keys, &cold.keys] {
             assert!(matches!(k.open_text(w.c1.id, OIDC_PURPOSE, &ctx(w.c1.id), &c_idp).await, Err(KeyError::KeyDestroyed(_))));
             let s = strings(&db, &channel_col(&db, "secret_sealed", c_channel.channel.id)).await.pop().unwrap();
@@ -596,8 +666,8 @@ both_backends! {
         let left = legacy_alerts.create_channel(&clinic, webhook(format!("http://127.0.0.1:{port}/hook?token=late")), &src).await.unwrap();
         let o = anshin(&db, &["keys", "reencrypt"]);
         assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
-        assert!(out(&o).contains("Alert webhook secrets and URLs: 1 found under the interim key, 0 re-encrypted under the tenant's KEK, 1 left."), "{}", out(&o));
-        assert!(err(&o).contains("could not be re-encrypted"), "{}", err(&o));
+        assert!(out(&o).contains("Alert webhook secrets and URLs: 1 found under the interim key, 0 sealed under the tenant's KEK, 1 left."), "{}", out(&o));
+        assert!(err(&o).contains("could not be sealed under their tenant's KEK"), "{}", err(&o));
         assert!(err(&o).contains(&left.channel.id.to_string()), "the log names the channel: {}", err(&o));
         assert!(!err(&o).contains("token=late") && !err(&o).contains(left.secret.as_deref().unwrap()));
         server.stop(true).await;
@@ -644,7 +714,7 @@ both_backends! {
         };
         child.kill().ok();
         child.wait().ok();
-        let keys = db.state().keys;
+        let keys = db.state().await.keys;
         let ctx = format!("identity-provider:{}", w.c1.id);
         assert_eq!(keys.open_text(w.c1.id, OIDC_PURPOSE, &ctx, &moved).await.unwrap().as_str(), "clinic-client-secret-0003");
         let events = events(&db, "identity_provider.client_secret.reseal").await;

@@ -62,7 +62,7 @@ const ARN: &str =
 both_backends! {
     async fn key_administration_needs_a_fresh_step_up(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = test::init_service(anshin_server::app::app(state.clone())).await;
         for t in w.all() {
             state.keys.provision(anshin_server::keys::info(t)).await.unwrap();
@@ -161,7 +161,7 @@ both_backends! {
 both_backends! {
     async fn api_tokens_are_not_asked_to_step_up(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = test::init_service(anshin_server::app::app(state.clone())).await;
         for t in w.all() {
             state.keys.provision(anshin_server::keys::info(t)).await.unwrap();

@@ -27,7 +27,7 @@ both_backends! {
         let link = body.lines().find(|l| l.starts_with(&format!("{ORIGIN}/enroll#token="))).expect("the link is in the mail");
         let token = link.split("#token=").nth(1).unwrap();
         // The mailed link works.
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let res = test::call_service(&app, test::TestRequest::post().uri("/api/v1/auth/enrollment/begin").set_json(json!({"token": token})).to_request()).await;
         assert_eq!(res.status(), StatusCode::OK);
 

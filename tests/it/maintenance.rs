@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 both_backends! {
     async fn maintainers_act_only_under_approved_grants_in_their_window(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let maint = ("authorization", format!("Bearer {}", w.token("alpha-cloud", Role::ProviderMaintainer)));
         let inst_admin = ("authorization", format!("Bearer {}", w.token("alpha-clinic", Role::InstitutionAdmin)));
         let get_c1 = |grant: Option<&str>| {
@@ -108,7 +108,7 @@ both_backends! {
 
         // The clinic's audit trail holds the request, the approval, every request made under the
         // grant (with its route) and the refused use outside the window (10 ③④, 17.1).
-        db.state().audit.sealer().seal_all().await.unwrap();
+        db.state().await.audit.sealer().seal_all().await.unwrap();
         let auditor = ("authorization", format!("Bearer {}", w.token("alpha-clinic", Role::Auditor)));
         let trail: Value = test::call_and_read_body_json(&app, test::TestRequest::get().uri("/api/v1/audit/events?action=maintenance_grant.*&limit=500").insert_header(auditor).to_request()).await;
         let items = trail["items"].as_array().unwrap();

@@ -32,7 +32,16 @@ impl Drop for Provider {
 }
 
 fn start_provider(secret: &str, issuer_override: Option<&str>) -> Provider {
-    let port = free_port();
+    start_provider_on(free_port(), secret, issuer_override, false)
+}
+
+/// `fresh_key`: the provider signs with a new key each start (a key rotation).
+fn start_provider_on(
+    port: u16,
+    secret: &str,
+    issuer_override: Option<&str>,
+    fresh_key: bool,
+) -> Provider {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/node");
     assert!(
         std::path::Path::new(dir)
@@ -51,6 +60,9 @@ fn start_provider(secret: &str, issuer_override: Option<&str>) -> Provider {
         .stderr(Stdio::null());
     if let Some(i) = issuer_override {
         c.env("ISSUER", i.replace("{port}", &port.to_string()));
+    }
+    if fresh_key {
+        c.env("FRESH_SIGNING_KEY", "1");
     }
     let child = c.spawn().expect("node runs the OpenID Provider");
     assert!(wait_for_port(port, 30), "oidc-provider did not start");
@@ -140,12 +152,41 @@ fn cookie_of<B>(res: &actix_web::dev::ServiceResponse<B>) -> Option<String> {
 }
 
 both_backends! {
+    async fn a_provider_rotating_its_signing_key_is_followed(db) {
+        let w = World::build(&db).await;
+        let port = free_port();
+        let secret = "provider-shared-secret-0123456789";
+        let first = start_provider_on(port, secret, None, true);
+        let id = identity(&db);
+        id.set_identity_provider(&admin_of(&db, &w, "alpha-hospital").await, settings(&first.base)).await.unwrap();
+        let app = test::init_service(db.app().await).await;
+        let sign_in = || async {
+            let res = test::call_service(&app, test::TestRequest::get().uri("/auth/oidc/start?org=alpha-hospital&login_hint=mfa@hikari.example.jp").to_request()).await;
+            assert_eq!(res.status(), StatusCode::SEE_OTHER);
+            let callback = at_provider(&location(&res)).await;
+            test::call_service(&app, test::TestRequest::get().uri(&callback).to_request()).await
+        };
+        let res = sign_in().await;
+        assert_eq!(location(&res), "/portal");
+        assert!(cookie_of(&res).is_some());
+
+        // The provider restarts with a new signing key. Anshin still holds the old key set
+        // (cached documents), finds no key for the new token, fetches the documents again and
+        // accepts it.
+        drop(first);
+        let _second = start_provider_on(port, secret, None, true);
+        let res = sign_in().await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{:?}", test::read_body(res).await);
+        assert_eq!(location(&res), "/portal");
+        assert!(cookie_of(&res).is_some());
+    }
+
     async fn organisation_sign_in_with_and_without_multi_factor(db) {
         let w = World::build(&db).await;
         let provider = start_provider("provider-shared-secret-0123456789", None);
         let id = identity(&db);
         id.set_identity_provider(&admin_of(&db, &w, "alpha-hospital").await, settings(&provider.base)).await.unwrap();
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
 
         // The client secret is stored sealed, never as given.
         let tx = anshin_platform::db::begin_platform_tx(&db.app).await.unwrap();
@@ -206,7 +247,7 @@ both_backends! {
         let mut s = settings(&provider.base);
         s.jit_provisioning = false;
         id.set_identity_provider(&admin, s).await.unwrap();
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let origin = Url::parse("http://localhost:8080").unwrap();
 
         // The person was invited and registered a passkey first.
@@ -249,7 +290,7 @@ both_backends! {
         let provider = start_provider("provider-shared-secret-0123456789", None);
         let id = identity(&db);
         id.set_identity_provider(&admin_of(&db, &w, "alpha-hospital").await, settings(&provider.base)).await.unwrap();
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
 
         // A state this server never issued.
         let res = test::call_service(&app, test::TestRequest::get().uri("/auth/oidc/callback?state=forged&code=abc").to_request()).await;

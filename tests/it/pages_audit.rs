@@ -93,7 +93,7 @@ both_backends! {
     async fn audit_pages_search_prove_export_and_alert(db) {
         let w = World::build(&db).await;
         // The server's state: its sealer evaluates the alert rules as it seals.
-        let state = db.state();
+        let state = db.state().await;
         let alerts = state.alerts.clone();
         let app = test::init_service(anshin_server::app::app(state.clone())).await;
 

@@ -103,7 +103,7 @@ macro_rules! get_page {
 both_backends! {
     async fn identity_pages_open_by_role_and_redirect_without_a_session(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
 
         let people = [
             ("alpha-hospital", Role::InstitutionAdmin, "admin@hikari.example.jp", "institution_admin"),

@@ -77,7 +77,7 @@ fn browser_dir() -> PathBuf {
 both_backends! {
     async fn key_page_shows_status_rotation_and_byok(db) {
         let w = World::build(&db).await;
-        let state = db.state();
+        let state = db.state().await;
         let app = test::init_service(anshin_server::app::app(state.clone())).await;
         // The world's tenants are created without the server's hook: give them their KEKs.
         for t in w.all() {
@@ -249,7 +249,7 @@ both_backends! {
         let base = format!("http://localhost:{port}");
         // KEKs for the world's tenants (created without the server's hook), with the server's
         // local provider files under the same data directory.
-        let state = db.state();
+        let state = db.state().await;
         for t in w.all() {
             state.keys.provision(anshin_server::keys::info(t)).await.unwrap();
         }

@@ -22,7 +22,7 @@ macro_rules! get {
 #[actix_web::test]
 async fn the_password_reset_page_renders_in_japanese_and_english() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let app = test::init_service(db.app()).await;
+    let app = test::init_service(db.app().await).await;
 
     let (status, headers, html) = get!(&app, "/password-reset");
     assert_eq!(status, StatusCode::OK);

@@ -153,7 +153,7 @@ fn token_of(issued: &Value) -> String {
 both_backends! {
     async fn an_admin_resets_after_verifying_identity_and_the_person_sets_a_new_password(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let mut head = enroll_passkey(&app, &w, "alpha-clinic", "head@aoba.example.jp", "institution_admin").await;
         let (ichiro, ichiro_session, mut key) = enroll_key(&app, &w, "ichiro@aoba.example.jp", OLD_PASSWORD).await;
         let verification = json!({"method": "in_person_id_card", "note": "受付で運転免許証を確認 (写真・氏名・生年月日)"});
@@ -287,7 +287,7 @@ both_backends! {
 
     async fn the_reset_link_goes_by_mail_and_nothing_changes_when_mail_fails(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let head = enroll_passkey(&app, &w, "alpha-clinic", "head@aoba.example.jp", "institution_admin").await;
         let (ichiro, _, mut key) = enroll_key(&app, &w, "ichiro@aoba.example.jp", OLD_PASSWORD).await;
         let smtp = Smtp::start(&db);

@@ -116,7 +116,7 @@ macro_rules! entry {
 both_backends! {
     async fn identity_policy_defaults_changes_and_refusals(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let get = |slug: &str, role: Role| test::TestRequest::get().uri("/api/v1/identity-policy").insert_header(bearer(&w, slug, role)).to_request();
         let put = |slug: &str, role: Role, body: Value| test::TestRequest::put().uri("/api/v1/identity-policy").insert_header(bearer(&w, slug, role)).set_json(body).to_request();
 
@@ -153,7 +153,7 @@ both_backends! {
         assert_eq!(v["default"], true);
 
         // The typed function the session code uses, inside a tenant transaction.
-        let svc = db.state().identity;
+        let svc = db.state().await.identity;
         let tx = begin_tenant_tx(&db.app, w.c1.id).await.unwrap();
         assert_eq!(svc.idle_timeout_secs(&tx, w.c1.id).await.unwrap(), 600);
         tx.commit().await.unwrap();
@@ -211,7 +211,7 @@ both_backends! {
 
     async fn review_campaign_snapshot_decisions_and_close(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (admin_id, admin_cookie, admin_csrf, _admin_dev) = enroll!(&app, &w, "alpha-clinic", "head@aoba.example.jp", "institution_admin");
         let (kana_id, _kana_cookie, _, _kana_dev) = enroll!(&app, &w, "alpha-clinic", "kana@aoba.example.jp", "institution_staff");
         let (old_id, old_cookie, _, mut old_dev) = enroll!(&app, &w, "alpha-clinic", "old@aoba.example.jp", "institution_staff");
@@ -377,7 +377,7 @@ both_backends! {
 
     async fn maintainers_under_a_grant_do_not_run_reviews(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let maint = bearer(&w, "alpha-cloud", Role::ProviderMaintainer);
         let now = Utc::now();
         let g: Value = test::call_and_read_body_json(&app, test::TestRequest::post().uri("/api/v1/maintenance-grants").insert_header(maint.clone())
@@ -403,7 +403,7 @@ both_backends! {
 
     async fn stale_accounts_are_flagged_then_disabled_and_a_sign_in_lifts_the_flag(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let (idle_id, idle_cookie, _, _idle_dev) = enroll!(&app, &w, "alpha-clinic", "idle@aoba.example.jp", "institution_staff");
         let (back_id, _, _, mut back_dev) = enroll!(&app, &w, "alpha-clinic", "back@aoba.example.jp", "institution_staff");
         let (fresh_id, _, _, _fresh_dev) = enroll!(&app, &w, "alpha-clinic", "fresh@aoba.example.jp", "institution_staff");

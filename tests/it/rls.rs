@@ -37,6 +37,7 @@ async fn unfiltered_query_inside_a_request_sees_only_its_tenant() {
     let (db, w) = pg().await;
     let app = test::init_service(
         db.app()
+            .await
             .route("/__probe/unfiltered", web::get().to(unfiltered)),
     )
     .await;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 both_backends! {
     async fn provider_creates_and_manages_an_institution(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let auth = ("authorization", format!("Bearer {}", w.token("alpha-cloud", Role::ProviderOperator)));
         let req = test::TestRequest::post().uri("/api/v1/tenants").insert_header(auth.clone()).set_json(json!({
             "kind": "institution", "slug": "kaede-hospital", "name": "かえで記念病院",
@@ -47,7 +47,7 @@ both_backends! {
 
     async fn institutions_cannot_be_added_to_a_suspended_provider(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         db.tenancy().admin_update("alpha-cloud", UpdateTenant { status: Some(TenantStatus::Suspended), ..Default::default() }).await.unwrap();
         // A suspended provider's tokens stop working, and so do its institutions'.
         for (slug, role) in [("alpha-cloud", Role::ProviderAdmin), ("alpha-clinic", Role::InstitutionAdmin)] {
@@ -67,7 +67,7 @@ both_backends! {
 
     async fn revoked_and_expired_tokens_are_refused(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let tokens = db.tokens();
         let issued = tokens.issue("beta-clinic", Role::Auditor, "short", chrono::Duration::seconds(1)).await.unwrap();
         let call = |t: String| test::TestRequest::get().uri("/api/v1/tenants").insert_header(("authorization", format!("Bearer {t}"))).to_request();
@@ -87,7 +87,7 @@ both_backends! {
 
     async fn a_revocation_by_another_process_takes_effect_within_the_cache_ttl(db) {
         let w = World::build(&db).await;
-        let app = test::init_service(db.app()).await;
+        let app = test::init_service(db.app().await).await;
         let token = w.token("alpha-hospital", Role::Auditor).to_string();
         let call = || test::TestRequest::get().uri("/api/v1/tenants").insert_header(("authorization", format!("Bearer {token}"))).to_request();
         assert_eq!(test::call_service(&app, call()).await.status(), StatusCode::OK);

@@ -2,8 +2,11 @@
 // completed at once for the account named by login_hint, with that account's amr/acr, so tests
 // can drive the whole authorization-code flow over HTTP.
 //
-//   PORT=… CLIENT_ID=… CLIENT_SECRET=… REDIRECT_URI=… [ISSUER=…] node oidc_provider.mjs
+//   PORT=… CLIENT_ID=… CLIENT_SECRET=… REDIRECT_URI=… [ISSUER=…] [FRESH_SIGNING_KEY=1] node oidc_provider.mjs
+//
+// FRESH_SIGNING_KEY=1 signs with a new RSA key each start (as a provider rotating its key).
 import Provider from "oidc-provider";
+import { generateKeyPairSync, randomUUID } from "node:crypto";
 
 const port = Number(process.env.PORT);
 const issuer = process.env.ISSUER || `http://127.0.0.1:${port}`;
@@ -16,7 +19,12 @@ const accounts = {
   "mfa@other.example.com": { name: "Outside Person", amr: ["mfa"], acr: "urn:hikari:loa:2" },
 };
 
+const jwks = process.env.FRESH_SIGNING_KEY
+  ? { keys: [{ ...generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ format: "jwk" }), kid: randomUUID(), use: "sig", alg: "RS256" }] }
+  : undefined;
+
 const provider = new Provider(issuer, {
+  ...(jwks ? { jwks } : {}),
   clients: [{
     client_id: process.env.CLIENT_ID,
     client_secret: process.env.CLIENT_SECRET,

@@ -135,13 +135,15 @@ impl TestDb {
         TokenService::new(self.app.clone())
     }
 
-    pub fn state(&self) -> AppState {
+    pub async fn state(&self) -> AppState {
         let web = anshin_server::web::Web::load(self.config.http.insecure_cookies)
             .expect("templates load");
-        AppState::new(self.app.clone(), web, ServiceSet::all(), &self.config).expect("app state")
+        AppState::new(self.app.clone(), web, ServiceSet::all(), &self.config)
+            .await
+            .expect("app state")
     }
 
-    pub fn app(
+    pub async fn app(
         &self,
     ) -> actix_web::App<
         impl actix_web::dev::ServiceFactory<
@@ -152,7 +154,7 @@ impl TestDb {
             InitError = (),
         >,
     > {
-        app(self.state())
+        app(self.state().await)
     }
 
     /// A raw query as the application role, outside any tenant context.

@@ -55,8 +55,8 @@ pub struct PublicKeyInfo {
     pub public_key: String,
 }
 
-/// Signs checkpoint bodies. The local implementation keeps an Ed25519 key under the data
-/// directory; the keys service will provide one backed by a KMS asymmetric key.
+/// Signs checkpoint bodies. [`LocalSigner`] holds an Ed25519 key in memory (the server keeps its
+/// seed sealed by the key service).
 #[async_trait::async_trait]
 pub trait Signer: Send + Sync {
     fn public_key(&self) -> PublicKeyInfo;
@@ -66,34 +66,13 @@ pub trait Signer: Send + Sync {
     async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, AuditError>;
 }
 
-/// Ed25519 key in a file under the data dir: 32 secret bytes, mode 0600, created on first use.
+/// An Ed25519 key from its 32-byte seed (the server keeps the seed sealed by the key service).
 pub struct LocalSigner {
     key: ed25519_dalek::SigningKey,
     info: PublicKeyInfo,
 }
 
 impl LocalSigner {
-    pub fn load_or_create(path: &std::path::Path) -> Result<Self, AuditError> {
-        use rand::RngCore;
-        let err =
-            |e: String| AuditError::Setup(format!("audit signing key {}: {e}", path.display()));
-        if !path.exists() {
-            let mut seed = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut seed);
-            match anshin_platform::fsutil::write_private(path, &seed) {
-                Ok(()) => {}
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(err(e.to_string())),
-            }
-        }
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let seed: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| err("the key file must hold exactly 32 bytes".into()))?;
-        Ok(Self::from_seed(&seed))
-    }
-
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         use base64::Engine;
         let key = ed25519_dalek::SigningKey::from_bytes(seed);
@@ -155,16 +134,16 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn local_key_persists_and_signs() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("audit.key");
-        let a = LocalSigner::load_or_create(&p).unwrap();
-        let b = LocalSigner::load_or_create(&p).unwrap();
+    async fn a_seed_gives_a_stable_key_that_signs() {
+        let a = LocalSigner::from_seed(&[7; 32]);
+        let b = LocalSigner::from_seed(&[7; 32]);
         assert_eq!(a.public_key(), b.public_key());
+        assert_ne!(
+            a.public_key(),
+            LocalSigner::from_seed(&[8; 32]).public_key()
+        );
         let sig = a.sign(b"body").await.unwrap();
         assert!(verify_signature(&b.public_key(), b"body", &sig).is_ok());
         assert!(verify_signature(&b.public_key(), b"bodY", &sig).is_err());
-        std::fs::write(&p, b"short").unwrap();
-        assert!(LocalSigner::load_or_create(&p).is_err());
     }
 }

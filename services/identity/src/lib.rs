@@ -20,6 +20,7 @@ pub mod migration;
 mod migration_contact;
 mod migration_passwords;
 pub mod oidc;
+mod oidc_metadata;
 pub mod password;
 pub mod password_reset;
 pub mod policy;

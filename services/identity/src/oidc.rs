@@ -13,10 +13,11 @@ use crate::service::{ClientMeta, IdentityService, NewSession};
 use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx, begin_tenant_write_tx};
 use anshin_platform::{Principal, Role};
 use chrono::{DateTime, Duration, Utc};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
@@ -234,9 +235,12 @@ impl IdentityService {
         Ok(m.as_ref().map(ProviderView::from_model))
     }
 
+    /// A client for the tenant's provider, from its cached documents (`fresh`: fetched again,
+    /// for an ID token signed with a key the cached set lacks).
     async fn oidc_client(
         &self,
         p: &identity_provider::Model,
+        fresh: bool,
     ) -> Result<
         (
             CoreClient<
@@ -252,8 +256,9 @@ impl IdentityService {
         IdentityError,
     > {
         let issuer = IssuerUrl::new(p.issuer.clone()).map_err(federation)?;
-        // Discovery checks that the document's issuer is the one configured (no mix-up).
-        let metadata = CoreProviderMetadata::discover_async(issuer.clone(), self.http())
+        let metadata = self
+            .provider_metadata()
+            .get(&issuer, self.http(), fresh)
             .await
             .map_err(|e| {
                 federation(format!(
@@ -303,7 +308,7 @@ impl IdentityService {
                 "this organisation has not set up sign-in with its own account".into(),
             )
         })?;
-        let (client, _) = self.oidc_client(&p).await?;
+        let (client, _) = self.oidc_client(&p, false).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = client
             .authorize_url(
@@ -436,7 +441,7 @@ impl IdentityService {
             return Err(federation("the sign-in took too long; start again"));
         }
         let p = p.ok_or_else(|| federation("the organisation no longer signs in this way"))?;
-        let (client, issuer) = self.oidc_client(&p).await?;
+        let (client, issuer) = self.oidc_client(&p, false).await?;
         let token = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(federation)?
@@ -447,9 +452,24 @@ impl IdentityService {
         let id_token = token
             .id_token()
             .ok_or_else(|| federation("the provider returned no ID token"))?;
-        let claims = id_token
-            .claims(&client.id_token_verifier(), &Nonce::new(flow.nonce.clone()))
-            .map_err(|e| federation(format!("the ID token is not valid: {e}")))?;
+        let nonce = Nonce::new(flow.nonce.clone());
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(c) => c.clone(),
+            // The provider signs with a key the cached set lacks (it rotated): fetch its
+            // documents again and check the same token with the new set.
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
+                let (fresh, _) = self.oidc_client(&p, true).await?;
+                let verifier = fresh.id_token_verifier();
+                let claims = id_token
+                    .claims(&verifier, &nonce)
+                    .map_err(|e| federation(format!("the ID token is not valid: {e}")))?
+                    .clone();
+                claims
+            }
+            Err(e) => return Err(federation(format!("the ID token is not valid: {e}"))),
+        };
         let subject = claims.subject().as_str().to_string();
         let mut email = claims.email().map(|e| e.as_str().to_lowercase());
         let mut verified = claims.email_verified().unwrap_or(false);

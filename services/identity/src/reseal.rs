@@ -46,12 +46,12 @@ fn is_transient(e: &IdentityError) -> bool {
 }
 
 impl IdentityService {
-    /// Re-seals every identity provider client secret still under the interim secret box, then
-    /// seals every e-mail address still stored readable ([`Self::reseal_legacy_contact_data`]),
-    /// `batch` rows at a time; the report counts both. Values that cannot be moved (unreadable
-    /// with the secret box's key, or the tenant's key is unusable — e.g. crypto-erased) are
-    /// counted in `failed` and left as they are; an outage of the key service stops the pass
-    /// with an error (what was done stays done).
+    /// Re-seals every identity provider client secret still under the interim secret box,
+    /// `batch` rows at a time (addresses stored readable are
+    /// [`Self::reseal_legacy_contact_data`]'s). Secrets that cannot be moved (unreadable with
+    /// the secret box's key, or the tenant's key is unusable — e.g. crypto-erased) are counted
+    /// in `failed` and left as they are; an outage of the key service stops the pass with an
+    /// error (what was done stays done).
     pub async fn reseal_legacy_secrets(
         &self,
         actor: &Actor,
@@ -68,7 +68,6 @@ impl IdentityService {
                 _ => break,
             }
         }
-        total.add(self.reseal_legacy_contact_data(actor, batch).await?);
         Ok(total)
     }
 

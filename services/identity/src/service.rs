@@ -144,6 +144,8 @@ pub struct IdentityService {
     /// tests that need values for the re-encryption pass to move.
     legacy_secret_sealing: bool,
     http: openidconnect::reqwest::Client,
+    /// OpenID Providers' discovery documents and JWKS, shared by the clones of this service.
+    provider_metadata: Arc<crate::oidc_metadata::MetadataCache>,
     mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
@@ -269,6 +271,7 @@ impl IdentityService {
             public_url: url,
             secrets,
             http,
+            provider_metadata: Arc::default(),
         })
     }
 
@@ -350,6 +353,10 @@ impl IdentityService {
 
     pub(crate) fn http(&self) -> &openidconnect::reqwest::Client {
         &self.http
+    }
+
+    pub(crate) fn provider_metadata(&self) -> &crate::oidc_metadata::MetadataCache {
+        &self.provider_metadata
     }
 
     // ---- Invitations --------------------------------------------------------------------
@@ -673,7 +680,8 @@ impl IdentityService {
                     .webauthn
                     .start_passkey_authentication(&passkeys)
                     .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
-                let tx = begin_platform_tx(&self.db).await?;
+                // A write: on SQLite it queues on the writer instead of polling for the lock.
+                let tx = begin_platform_write_tx(&self.db).await?;
                 let id = self
                     .store_ceremony(
                         &tx,
@@ -755,7 +763,7 @@ impl IdentityService {
                 "this account has no passkey or security key yet".into(),
             ));
         };
-        let tx = begin_platform_tx(&self.db).await?;
+        let tx = begin_platform_write_tx(&self.db).await?;
         let id = self
             .store_ceremony(&tx, CEREMONY_SIGN_IN, u.tenant_id, u.id, None, &state)
             .await?;

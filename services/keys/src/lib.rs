@@ -12,11 +12,14 @@ pub mod error;
 pub mod index;
 pub mod jobs;
 pub mod migration;
+pub mod platform_keys;
 pub mod provider;
 pub mod ring;
 pub mod routes;
 pub mod sealer;
 pub mod service;
+#[cfg(test)]
+mod testutil;
 
 pub use admin::{KekView, KeyStatus, RotationStarted};
 pub use cache::CacheLimits;

@@ -90,11 +90,8 @@ impl SecretSealer for KeySealer {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::provider::local::LocalProvider;
-    use crate::service::{KeySettings, TenantDirectory, TenantInfo, TEXT_PREFIX};
-    use anshin_platform::config::DatabaseConfig;
-    use anshin_platform::TenantKind;
-    use sea_orm_migration::{MigrationTrait, MigratorTrait};
+    use crate::service::TEXT_PREFIX;
+    use crate::testutil::TestKeys;
 
     #[test]
     fn the_platform_and_the_key_service_agree_on_the_prefix() {
@@ -136,43 +133,10 @@ mod tests {
         ));
     }
 
-    struct AnyTenant;
-
-    #[async_trait::async_trait]
-    impl TenantDirectory for AnyTenant {
-        async fn tenant(&self, id: Uuid) -> Option<TenantInfo> {
-            Some(TenantInfo {
-                id,
-                kind: TenantKind::Institution,
-                provider_id: id,
-            })
-        }
-    }
-
-    struct Migrator;
-
-    impl MigratorTrait for Migrator {
-        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-            let mut all = anshin_platform::migration::migrations();
-            all.extend(anshin_audit::migrations());
-            all.extend(crate::migrations());
-            all
-        }
-    }
-
     #[tokio::test]
     async fn seals_opens_binds_and_is_erased_with_the_tenant() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = anshin_platform::secret::Secret::new(format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("k.db").display()
-        ));
-        let db = anshin_platform::db::connect(&url, &DatabaseConfig::default())
-            .await
-            .unwrap();
-        Migrator::up(&db, None).await.unwrap();
-        let provider = Arc::new(LocalProvider::open(&dir.path().join("keys"), None).unwrap());
-        let keys = KeyService::new(db, provider, Arc::new(AnyTenant), KeySettings::default());
+        let env = TestKeys::sqlite().await;
+        let keys = env.service();
         let sealer = keys.sealer();
         let (t, other) = (Uuid::now_v7(), Uuid::now_v7());
 

@@ -7,7 +7,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use anshin_identity::routes::CookiePolicy;
-use anshin_identity::{ClientService, IdentityError, IdentityService, SecretBox, TokenKeys};
+use anshin_identity::{ClientService, IdentityError, IdentityService, SecretBox};
 use anshin_platform::config::Config;
 use anshin_platform::error::Problem;
 use anshin_platform::http::Authenticator;
@@ -81,24 +81,20 @@ impl Authenticator for Authenticators {
 }
 
 impl AppState {
-    /// With the local key provider (the embedded default and the in-process tests).
-    pub fn new(
+    /// With the key provider the configuration names.
+    pub async fn new(
         db: DatabaseConnection,
         web: Arc<Web>,
         services: ServiceSet,
         config: &Config,
     ) -> Result<Self, IdentityError> {
-        if config.keys.provider != "local" {
-            return Err(IdentityError::Setup(
-                "the aws-kms key provider loads its credentials asynchronously; use AppState::with_key_provider".into(),
-            ));
-        }
-        let provider =
-            crate::keys::local_provider(config).map_err(|e| IdentityError::Setup(e.to_string()))?;
-        Self::with_key_provider(db, web, services, config, provider)
+        let provider = crate::keys::key_provider(config)
+            .await
+            .map_err(|e| IdentityError::Setup(e.to_string()))?;
+        Self::with_key_provider(db, web, services, config, provider).await
     }
 
-    pub fn with_key_provider(
+    pub async fn with_key_provider(
         db: DatabaseConnection,
         web: Arc<Web>,
         services: ServiceSet,
@@ -121,7 +117,7 @@ impl AppState {
         let clients = ClientService::new(
             db.clone(),
             &config.public_url,
-            token_keys(config)?,
+            crate::signing_keys::token_keys(&keys, config).await?,
             config.identity.access_token_ttl_secs,
         )?
         .with_auth_cache(std::time::Duration::from_millis(config.http.auth_cache_ms));
@@ -132,7 +128,7 @@ impl AppState {
         );
         let alert_secrets =
             anshin_audit::alerts::secretbox::load(&config.data_dir).map_err(setup)?;
-        let signer = audit_signer(config)?;
+        let signer = crate::signing_keys::audit_signer(&keys, config).await?;
         let settings = anshin_audit::AuditSettings::from(&config.audit);
         // Alert rules run inside each sealing transaction, as events arrive in the log.
         let sealer =
@@ -175,20 +171,6 @@ impl AppState {
             },
         })
     }
-}
-
-/// The P-256 key that signs machine clients' access tokens, under the data directory (mode 0600,
-/// created on first start; until the keys service holds it in KMS).
-pub fn token_keys(config: &Config) -> Result<TokenKeys, IdentityError> {
-    TokenKeys::load_or_create(&config.data_dir.join("identity-token-signing.key"))
-}
-
-/// The Ed25519 key that signs audit checkpoints, under the data directory (mode 0600, created on
-/// first start; until the keys service holds it in KMS).
-pub fn audit_signer(config: &Config) -> Result<Arc<dyn anshin_audit::Signer>, IdentityError> {
-    anshin_audit::LocalSigner::load_or_create(&config.data_dir.join("audit-signing.key"))
-        .map(|s| Arc::new(s) as Arc<dyn anshin_audit::Signer>)
-        .map_err(|e| IdentityError::Setup(e.to_string()))
 }
 
 /// The key that seals identity-provider client secrets, under the data directory (until the

@@ -109,6 +109,7 @@ pub async fn serve(config: Config, services: ServiceSet, demo_mode: bool) -> Res
         .map_err(|e| CliError::usage(format!("keys: {e}")))?;
     let state =
         AppState::with_key_provider(db.clone(), web, services.clone(), &config, key_provider)
+            .await
             .map_err(|e| CliError::usage(e.to_string()))?;
     // Identity seals the addresses it stores with the key service, so the demo invitation waits
     // for it.
@@ -559,7 +560,13 @@ pub fn audit_verify(file: &std::path::Path, public_key: Option<&str>) -> Result<
 pub async fn audit(config: &Config, cmd: crate::cli::AuditCommand) -> Result<(), CliError> {
     use crate::cli::AuditCommand;
     let db = open(config).await?;
-    let signer = crate::app::audit_signer(config).map_err(|e| CliError::failure(e.to_string()))?;
+    let key_provider = crate::keys::key_provider(config)
+        .await
+        .map_err(|e| CliError::usage(format!("keys: {e}")))?;
+    let keys = crate::keys::service(db.clone(), config, key_provider);
+    let signer = crate::signing_keys::audit_signer(&keys, config)
+        .await
+        .map_err(|e| CliError::failure(e.to_string()))?;
     let svc = anshin_audit::AuditService::new(
         db.clone(),
         signer,

@@ -140,9 +140,11 @@ pub struct ReencryptError {
 /// What both passes did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Reencrypted {
-    /// Identity's pass: identity providers' client secrets, then people's e-mail addresses
-    /// stored readable ([`anshin_identity::IdentityService::reseal_legacy_secrets`]).
+    /// Identity providers' client secrets under the interim secret box.
     pub identity_providers: ResealReport,
+    /// People's e-mail addresses stored readable (accounts, invitations, review snapshots,
+    /// password-reset verifiers).
+    pub contact_data: ResealReport,
     /// Notification channels' webhook secrets and URLs.
     pub notification_channels: ResealReport,
     #[serde(skip)]
@@ -152,13 +154,16 @@ pub struct Reencrypted {
 impl Reencrypted {
     /// Values found under the interim keys that could not be moved.
     pub fn failed(&self) -> u64 {
-        self.identity_providers.failed + self.notification_channels.failed
+        self.identity_providers.failed
+            + self.contact_data.failed
+            + self.notification_channels.failed
     }
 }
 
 /// Re-seals under the tenants' KEKs what is still sealed with the interim secret boxes:
-/// identity providers' client secrets, then notification channels' webhook secrets and URLs.
-/// Each change is audited with `actor`. Both passes run even if the first stops.
+/// identity providers' client secrets, people's e-mail addresses stored readable, then
+/// notification channels' webhook secrets and URLs. Each change is audited with `actor`. Every
+/// pass runs even if an earlier one stops.
 pub async fn reencrypt(
     identity: &anshin_identity::IdentityService,
     alerts: &anshin_audit::alerts::AlertService,
@@ -170,10 +175,15 @@ pub async fn reencrypt(
         Ok(r) => out.identity_providers = r,
         Err(e) => out.errors.push(ReencryptError {
             what: "identity provider client secrets",
-            transient: matches!(
-                e,
-                anshin_identity::IdentityError::Upstream(_) | anshin_identity::IdentityError::Db(_)
-            ),
+            transient: identity_transient(&e),
+            message: e.to_string(),
+        }),
+    }
+    match identity.reseal_legacy_contact_data(actor, batch).await {
+        Ok(r) => out.contact_data = r,
+        Err(e) => out.errors.push(ReencryptError {
+            what: "e-mail addresses",
+            transient: identity_transient(&e),
             message: e.to_string(),
         }),
     }
@@ -190,6 +200,13 @@ pub async fn reencrypt(
         }),
     }
     out
+}
+
+fn identity_transient(e: &anshin_identity::IdentityError) -> bool {
+    matches!(
+        e,
+        anshin_identity::IdentityError::Upstream(_) | anshin_identity::IdentityError::Db(_)
+    )
 }
 
 /// The services the re-encryption pass needs, for `anshin keys reencrypt` (the server uses its
@@ -252,10 +269,13 @@ impl JobHandler for ReencryptJob {
             REENCRYPT_BATCH,
         )
         .await;
-        let moved = r.identity_providers.resealed + r.notification_channels.resealed;
+        let moved = r.identity_providers.resealed
+            + r.contact_data.resealed
+            + r.notification_channels.resealed;
         if moved > 0 {
             tracing::info!(
                 identity_providers = r.identity_providers.resealed,
+                contact_data = r.contact_data.resealed,
                 notification_channels = r.notification_channels.resealed,
                 "secrets re-encrypted under the tenants' KEKs"
             );

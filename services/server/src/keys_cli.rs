@@ -96,12 +96,25 @@ pub async fn run(config: &Config, cmd: KeysCommand) -> Result<(), CliError> {
             let (identity, alerts) = crate::keys::reencrypt_services(db.clone(), config, &keys)
                 .map_err(CliError::usage)?;
             let r = crate::keys::reencrypt(&identity, &alerts, &Actor::operator(), batch).await;
-            for (what, c) in [
-                ("Identity provider client secrets", &r.identity_providers),
-                ("Alert webhook secrets and URLs", &r.notification_channels),
+            for (what, found, c) in [
+                (
+                    "Identity provider client secrets",
+                    "under the interim key",
+                    &r.identity_providers,
+                ),
+                (
+                    "People's e-mail addresses",
+                    "stored readable",
+                    &r.contact_data,
+                ),
+                (
+                    "Alert webhook secrets and URLs",
+                    "under the interim key",
+                    &r.notification_channels,
+                ),
             ] {
                 println!(
-                    "{what}: {} found under the interim key, {} re-encrypted under the tenant's KEK, {} left.",
+                    "{what}: {} found {found}, {} sealed under the tenant's KEK, {} left.",
                     c.examined, c.resealed, c.failed
                 );
             }
@@ -121,7 +134,7 @@ pub async fn run(config: &Config, cmd: KeysCommand) -> Result<(), CliError> {
             }
             if r.failed() > 0 {
                 return Err(CliError::failure(format!(
-                    "{} secrets could not be re-encrypted and stay under the interim key: unreadable with it, or the tenant's key is unusable (crypto-erased or disabled). The log above names each by id.",
+                    "{} values could not be sealed under their tenant's KEK and stay as they were: unreadable with the interim key, the tenant's key is unusable (crypto-erased or disabled), or an address another account already holds. The log above names each by id.",
                     r.failed()
                 )));
             }

@@ -11,4 +11,5 @@ pub mod keys_cli;
 pub mod migrate;
 pub mod openapi;
 pub mod services;
+pub mod signing_keys;
 pub mod web;

@@ -2,16 +2,17 @@
 //! (or for FIXTURE_RUN_SECS) and exits. With `ANSHIN_AUDIT_FAULT=<point>` (debug builds) it
 //! aborts inside the sealing transaction at that point, as a crash would.
 //!
-//! Environment: FIXTURE_DB_URL, FIXTURE_KEY_FILE (the data dir's audit-signing.key), FIXTURE_BATCH,
+//! Environment: the test database's `ANSHIN_*` settings (the signing key is the server's, from
+//! the key service), FIXTURE_DB_URL (the application role's connection), FIXTURE_BATCH,
 //! FIXTURE_RUN_SECS (0 = seal once).
 
 // A test fixture process: failing loudly is what the tests want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use anshin_audit::{LocalSigner, Sealer};
+use anshin_audit::Sealer;
+use anshin_platform::config::Config;
 use anshin_platform::config::DatabaseConfig;
 use anshin_platform::secret::Secret;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::main(flavor = "current_thread")]
@@ -20,8 +21,18 @@ async fn main() {
     let db = anshin_platform::db::connect(&url, &DatabaseConfig::default())
         .await
         .expect("connect");
-    let key = std::env::var("FIXTURE_KEY_FILE").expect("FIXTURE_KEY_FILE");
-    let signer = LocalSigner::load_or_create(std::path::Path::new(&key)).expect("signing key");
+    #[derive(serde::Serialize)]
+    struct NoFlags {}
+    let config = Config::load_from(None, NoFlags {}, std::env::vars())
+        .expect("config")
+        .config;
+    let provider = anshin_server::keys::key_provider(&config)
+        .await
+        .expect("key provider");
+    let keys = anshin_server::keys::service(db.clone(), &config, provider);
+    let signer = anshin_server::signing_keys::audit_signer(&keys, &config)
+        .await
+        .expect("signing key");
     let batch = std::env::var("FIXTURE_BATCH")
         .ok()
         .and_then(|b| b.parse().ok())
@@ -30,7 +41,7 @@ async fn main() {
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(0);
-    let sealer = Sealer::new(db, Arc::new(signer), batch);
+    let sealer = Sealer::new(db, signer, batch);
     let until = Instant::now() + Duration::from_secs(run_secs);
     loop {
         let r = sealer.seal_all().await.expect("seal");

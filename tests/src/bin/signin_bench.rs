@@ -98,6 +98,8 @@ async fn main() {
     }
 
     let deadline = Instant::now() + Duration::from_secs(seconds as u64);
+    let server_pid = std::env::var("SERVER_PID").ok();
+    let cpu_before = CpuSample::take(server_pid.as_deref());
     let started = Instant::now();
     let mut tasks = Vec::new();
     let per_task = people.len().div_ceil(concurrency).max(1);
@@ -157,6 +159,7 @@ async fn main() {
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = CpuSample::take(server_pid.as_deref());
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 - 1.0) * p) as usize)
@@ -174,4 +177,75 @@ async fn main() {
         users,
         concurrency
     );
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        b.since(&a).report(all.len());
+    }
+}
+
+/// CPU time (Linux clock ticks, 100 per second) of this process, the server and the whole
+/// machine, to tell what one sign-in costs the server apart from the load generator on the
+/// same cores.
+struct CpuSample {
+    own: u64,
+    server: u64,
+    busy: u64,
+    total: u64,
+}
+
+impl CpuSample {
+    fn take(server_pid: Option<&str>) -> Option<Self> {
+        let (busy, total) = machine_ticks()?;
+        Some(Self {
+            own: process_ticks("self")?,
+            server: process_ticks(server_pid?)?,
+            busy,
+            total,
+        })
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            own: self.own - before.own,
+            server: self.server - before.server,
+            busy: self.busy - before.busy,
+            total: self.total - before.total,
+        }
+    }
+
+    fn report(&self, sign_ins: usize) {
+        if sign_ins == 0 || self.total == 0 {
+            return;
+        }
+        let ms = |ticks: u64| ticks as f64 * 10.0 / sign_ins as f64;
+        let other = self.busy.saturating_sub(self.own + self.server);
+        println!(
+            "cpu per sign-in: server {:.2} ms, load generator {:.2} ms, everything else (database, kernel) {:.2} ms; machine busy {:.0} %",
+            ms(self.server),
+            ms(self.own),
+            ms(other),
+            self.busy as f64 * 100.0 / self.total as f64
+        );
+    }
+}
+
+/// utime + stime of a process.
+fn process_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Busy and total ticks of all cores (`/proc/stat`; idle and iowait are not busy).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = cpu.iter().take(8).sum();
+    let idle = cpu.get(3)? + cpu.get(4)?;
+    Some((total - idle, total))
 }

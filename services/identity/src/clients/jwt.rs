@@ -8,7 +8,6 @@ use crate::error::IdentityError;
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -60,44 +59,10 @@ pub struct AccessClaims {
 }
 
 impl TokenKeys {
-    /// Loads the key, creating it (mode 0600) on first use. Several processes starting at once
-    /// agree on one key: the file appears atomically and only the first creation wins.
-    pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
-        let err = |reason: String| {
-            IdentityError::Setup(format!(
-                "cannot read or create the token signing key file {}: {reason}",
-                path.display()
-            ))
-        };
-        if !path.exists() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-            }
-            let pem = generate_pem().map_err(err)?;
-            let tmp = path.with_extension(format!("tmp-{}", Uuid::new_v4().simple()));
-            anshin_platform::fsutil::write_private(&tmp, pem.as_bytes())
-                .map_err(|e| err(e.to_string()))?;
-            let linked = std::fs::hard_link(&tmp, path);
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(err(e.to_string())),
-            }
-        }
-        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "the token signing key file is readable by others than its owner; restrict it to mode 0600");
-            }
-        }
-        if meta.len() > 16 * 1024 {
-            return Err(err("the file is too large to be a P-256 private key".into()));
-        }
-        let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        Self::from_pkcs8_pem(&pem).map_err(err)
+    /// A new P-256 private key in PKCS#8 PEM, for the caller to store (the server keeps it
+    /// sealed by the key service).
+    pub fn generate_pkcs8_pem() -> Result<String, String> {
+        generate_pem()
     }
 
     /// A P-256 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
@@ -212,19 +177,10 @@ mod tests {
     }
 
     #[test]
-    fn key_file_is_private_stable_and_verifies_its_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k/identity-token-signing.key");
-        let keys = TokenKeys::load_or_create(&path).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
-        }
-        let again = TokenKeys::load_or_create(&path).unwrap();
+    fn a_key_is_stable_from_its_pem_and_verifies_its_tokens() {
+        let pem = TokenKeys::generate_pkcs8_pem().unwrap();
+        let keys = TokenKeys::from_pkcs8_pem(&pem).unwrap();
+        let again = TokenKeys::from_pkcs8_pem(&pem).unwrap();
         assert_eq!(keys.kid(), again.kid(), "same key after reload");
         assert!(!format!("{keys:?}").contains("PRIVATE"));
 
@@ -283,15 +239,11 @@ mod tests {
     }
 
     #[test]
-    fn garbage_key_files_are_refused() {
+    fn garbage_keys_are_refused() {
         assert!(TokenKeys::from_pkcs8_pem("not a key").is_err());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.key");
-        std::fs::write(
-            &path,
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        assert!(TokenKeys::from_pkcs8_pem(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
         )
-        .unwrap();
-        assert!(TokenKeys::load_or_create(&path).is_err());
+        .is_err());
     }
 }
