@@ -11,7 +11,7 @@ use crate::event::AuditEvent;
 use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::store::is_postgres;
 use crate::AuditError;
-use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx};
+use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx, on_writer};
 use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Statement};
 use std::sync::Arc;
@@ -125,8 +125,18 @@ impl Sealer {
             .collect()
     }
 
-    /// One batch for one tenant, in one transaction. Returns how many entries were appended.
+    /// One batch for one tenant, in one transaction (on SQLite, on the writer runtime: see
+    /// [`on_writer`]). Returns how many entries were appended.
     async fn seal_batch(&self, tenant_id: Uuid) -> Result<usize, AuditError> {
+        let this = self.clone();
+        on_writer(
+            &self.db,
+            async move { this.seal_batch_here(tenant_id).await },
+        )
+        .await
+    }
+
+    async fn seal_batch_here(&self, tenant_id: Uuid) -> Result<usize, AuditError> {
         let tx = begin_platform_write_tx(&self.db).await?;
         let backend = tx.get_database_backend();
         if is_postgres(&tx) {

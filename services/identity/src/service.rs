@@ -6,7 +6,7 @@ use crate::error::IdentityError;
 use crate::secretbox::SecretBox;
 use crate::secrets::{constant_time_eq, random_token, sha256_hex};
 use anshin_platform::config::IdentityConfig;
-use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx, tenant_reader};
+use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx, on_writer, tenant_reader};
 use anshin_platform::error::Problem;
 use anshin_platform::secret::Secret;
 use anshin_platform::{Principal, Role, Subject, TenantKind};
@@ -128,6 +128,16 @@ pub(crate) const CEREMONY_ADD: &str = "add_credential";
 
 /// How often `last_seen_at` is written; the idle timeout is exact to within this.
 const LAST_SEEN_GRANULARITY_SECS: i64 = 30;
+
+/// A verified assertion and what recording it changes, read before the write transaction.
+struct CheckedAssertion {
+    ceremony: Uuid,
+    /// The account as read (active then).
+    user: user::Model,
+    credential: Uuid,
+    /// The credential's stored form with the new counter.
+    passkey: String,
+}
 
 #[derive(Clone)]
 pub struct IdentityService {
@@ -681,18 +691,23 @@ impl IdentityService {
                     .start_passkey_authentication(&passkeys)
                     .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
                 // A write: on SQLite it queues on the writer instead of polling for the lock.
-                let tx = begin_platform_write_tx(&self.db).await?;
-                let id = self
-                    .store_ceremony(
-                        &tx,
-                        CEREMONY_SIGN_IN,
-                        u.tenant_id,
-                        u.id,
-                        None,
-                        &AuthState::Passkey(state),
-                    )
-                    .await?;
-                tx.commit().await?;
+                let this = self.clone();
+                let id = on_writer(&self.db, async move {
+                    let tx = begin_platform_write_tx(&this.db).await?;
+                    let id = this
+                        .store_ceremony(
+                            &tx,
+                            CEREMONY_SIGN_IN,
+                            u.tenant_id,
+                            u.id,
+                            None,
+                            &AuthState::Passkey(state),
+                        )
+                        .await?;
+                    tx.commit().await?;
+                    Ok::<_, IdentityError>(id)
+                })
+                .await?;
                 Ok((id, rcr))
             }
             _ => Ok((Uuid::now_v7(), self.decoy_challenge(&email.address)?)),
@@ -771,19 +786,6 @@ impl IdentityService {
         Ok((id, rcr))
     }
 
-    /// The opened address of an account, for a session about to be created in a write
-    /// transaction (opening may write key metadata, so it happens before). An account that is
-    /// gone has none; the transaction then refuses the sign-in.
-    pub(crate) async fn email_of_account(&self, user_id: Uuid) -> Result<String, IdentityError> {
-        let tx = begin_platform_tx(&self.db).await?;
-        let u = user::Entity::find_by_id(user_id).one(&tx).await?;
-        tx.commit().await?;
-        match u {
-            Some(u) => self.user_email(&u).await,
-            None => Ok(String::new()),
-        }
-    }
-
     pub(crate) async fn has_passkey(&self, user_id: Uuid) -> Result<bool, IdentityError> {
         let tx = begin_platform_tx(&self.db).await?;
         let n = credential::Entity::find()
@@ -797,8 +799,10 @@ impl IdentityService {
     /// Finishes a passkey sign-in. Every failure gets the same answer (the reason is logged),
     /// so an attacker learns nothing about the account from it.
     ///
-    /// One write transaction: the ceremony is consumed, the credential's counter and the
-    /// account's last sign-in recorded, and the session and its audit event inserted together.
+    /// Reads first (ceremony, account, credential, beside other writers), then one write
+    /// transaction that only writes: the ceremony is consumed, the credential's counter and the
+    /// account's last sign-in recorded — each conditionally, so a change meanwhile refuses the
+    /// sign-in — and the session and its audit event inserted together.
     pub async fn sign_in_finish(
         &self,
         ceremony_id: Uuid,
@@ -806,17 +810,21 @@ impl IdentityService {
         meta: ClientMeta,
     ) -> Result<NewSession, IdentityError> {
         let outcome = async {
-            let (c, result) = self
+            let checked = self
                 .check_assertion(ceremony_id, CEREMONY_SIGN_IN, response)
                 .await?;
-            let email = self.email_of_account(c.user_id).await?;
-            let tx = begin_platform_write_tx(&self.db).await?;
-            let u = self.apply_assertion(&tx, &c, &result).await?;
-            let s = self
-                .create_session(&tx, &u, &email, "passkey", meta)
-                .await?;
-            tx.commit().await?;
-            Ok::<_, IdentityError>((u, s))
+            let email = self.user_email(&checked.user).await?;
+            let this = self.clone();
+            on_writer(&self.db, async move {
+                let tx = begin_platform_write_tx(&this.db).await?;
+                let u = this.apply_assertion(&tx, checked).await?;
+                let s = this
+                    .create_session(&tx, &u, &email, "passkey", meta)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, IdentityError>((u, s))
+            })
+            .await
         }
         .await;
         match outcome {
@@ -865,23 +873,23 @@ impl IdentityService {
         kind: &str,
         response: &PublicKeyCredential,
     ) -> Result<user::Model, IdentityError> {
-        let (c, result) = self.check_assertion(ceremony_id, kind, response).await?;
+        let checked = self.check_assertion(ceremony_id, kind, response).await?;
         let tx = begin_platform_write_tx(&self.db).await?;
-        let u = self.apply_assertion(&tx, &c, &result).await?;
+        let u = self.apply_assertion(&tx, checked).await?;
         tx.commit().await?;
         Ok(u)
     }
 
-    /// Verifies an assertion against a pending ceremony of `kind` without writing anything
-    /// when it is good (the caller's write transaction consumes the ceremony with
-    /// [`Self::apply_assertion`]); a bad assertion uses the ceremony up, so each challenge gets
-    /// one try.
+    /// Verifies an assertion against a pending ceremony of `kind` and reads what it will change,
+    /// without writing anything when it is good (the caller's write transaction consumes the
+    /// ceremony with [`Self::apply_assertion`]); a bad assertion uses the ceremony up, so each
+    /// challenge gets one try.
     async fn check_assertion(
         &self,
         ceremony_id: Uuid,
         kind: &str,
         response: &PublicKeyCredential,
-    ) -> Result<(ceremony::Model, AuthenticationResult), IdentityError> {
+    ) -> Result<CheckedAssertion, IdentityError> {
         let (c, state): (_, AuthState) = self.pending_ceremony(ceremony_id, kind).await?;
         let verified = match &state {
             AuthState::Passkey(st) => self.webauthn.finish_passkey_authentication(response, st),
@@ -889,13 +897,13 @@ impl IdentityService {
                 .webauthn
                 .finish_securitykey_authentication(response, st),
         };
-        match verified {
-            Ok(r) => Ok((c, r)),
+        let result = match verified {
+            Ok(r) => r,
             Err(e) => {
                 if let Err(err) = self.use_up_ceremony(ceremony_id).await {
                     tracing::warn!(error = %err, "could not mark a failed ceremony used");
                 }
-                Err(match e {
+                return Err(match e {
                     webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise => {
                         tracing::warn!(user = %c.user_id, "authenticator counter went backwards: possible cloned credential");
                         IdentityError::Ceremony(
@@ -903,9 +911,33 @@ impl IdentityService {
                         )
                     }
                     e => IdentityError::Ceremony(format!("the passkey was not accepted: {e}")),
-                })
+                });
             }
-        }
+        };
+        let tx = begin_platform_tx(&self.db).await?;
+        let user = user::Entity::find_by_id(c.user_id)
+            .one(&tx)
+            .await?
+            .filter(|u| u.status == "active");
+        let cred_id = base64_url(result.cred_id().as_ref());
+        let stored = credential::Entity::find()
+            .filter(credential::Column::CredentialId.eq(&cred_id))
+            .filter(credential::Column::UserId.eq(c.user_id))
+            .one(&tx)
+            .await?;
+        tx.commit().await?;
+        let user = user.ok_or_else(|| IdentityError::Ceremony("the account is disabled".into()))?;
+        let stored = stored.ok_or_else(|| {
+            IdentityError::Ceremony("this passkey is not registered to the account".into())
+        })?;
+        let mut auth = StoredAuthenticator::from_row(&stored.kind, &stored.passkey)?;
+        auth.update(&result);
+        Ok(CheckedAssertion {
+            ceremony: c.id,
+            user,
+            credential: stored.id,
+            passkey: auth.to_row()?,
+        })
     }
 
     async fn use_up_ceremony(&self, id: Uuid) -> Result<(), IdentityError> {
@@ -920,18 +952,19 @@ impl IdentityService {
         Ok(())
     }
 
-    /// Inside the caller's write transaction: consumes the ceremony (only one of two racing
-    /// finishes wins), stores the credential's new counter and the account's last sign-in.
+    /// Inside the caller's write transaction, writes only: consumes the ceremony (only one of
+    /// two racing finishes wins), stores the credential's new counter and the account's last
+    /// sign-in. Each write is conditional: a credential removed or an account disabled since
+    /// [`Self::check_assertion`] read them refuses the sign-in.
     async fn apply_assertion(
         &self,
         tx: &impl ConnectionTrait,
-        c: &ceremony::Model,
-        result: &AuthenticationResult,
+        checked: CheckedAssertion,
     ) -> Result<user::Model, IdentityError> {
         let now = Utc::now();
         let r = ceremony::Entity::update_many()
             .col_expr(ceremony::Column::ConsumedAt, Expr::value(now))
-            .filter(ceremony::Column::Id.eq(c.id))
+            .filter(ceremony::Column::Id.eq(checked.ceremony))
             .filter(ceremony::Column::ConsumedAt.is_null())
             .exec(tx)
             .await?;
@@ -940,29 +973,31 @@ impl IdentityService {
                 "this challenge was already used; start again".into(),
             ));
         }
-        let u = user::Entity::find_by_id(c.user_id)
-            .one(tx)
-            .await?
-            .filter(|u| u.status == "active")
-            .ok_or_else(|| IdentityError::Ceremony("the account is disabled".into()))?;
-        let cred_id = base64_url(result.cred_id().as_ref());
-        let stored = credential::Entity::find()
-            .filter(credential::Column::CredentialId.eq(&cred_id))
-            .filter(credential::Column::UserId.eq(u.id))
-            .one(tx)
-            .await?
-            .ok_or_else(|| {
-                IdentityError::Ceremony("this passkey is not registered to the account".into())
-            })?;
-        let mut auth = StoredAuthenticator::from_row(&stored.kind, &stored.passkey)?;
-        auth.update(result);
-        let mut am: credential::ActiveModel = stored.into();
-        am.passkey = Set(auth.to_row()?);
-        am.last_used_at = Set(Some(now));
-        am.update(tx).await?;
-        let mut um: user::ActiveModel = u.into();
-        um.last_sign_in_at = Set(Some(now));
-        Ok(um.update(tx).await?)
+        let r = credential::Entity::update_many()
+            .col_expr(credential::Column::Passkey, Expr::value(checked.passkey))
+            .col_expr(credential::Column::LastUsedAt, Expr::value(now))
+            .filter(credential::Column::Id.eq(checked.credential))
+            .filter(credential::Column::UserId.eq(checked.user.id))
+            .exec(tx)
+            .await?;
+        if r.rows_affected != 1 {
+            return Err(IdentityError::Ceremony(
+                "this passkey is not registered to the account".into(),
+            ));
+        }
+        let r = user::Entity::update_many()
+            .col_expr(user::Column::LastSignInAt, Expr::value(now))
+            .filter(user::Column::Id.eq(checked.user.id))
+            .filter(user::Column::Status.eq("active"))
+            .exec(tx)
+            .await?;
+        if r.rows_affected != 1 {
+            return Err(IdentityError::Ceremony("the account is disabled".into()));
+        }
+        Ok(user::Model {
+            last_sign_in_at: Some(now),
+            ..checked.user
+        })
     }
 
     // ---- Sessions -----------------------------------------------------------------------

@@ -295,6 +295,47 @@ pub async fn begin_platform_write_tx(
     Ok(tx)
 }
 
+/// Runs `work` — a whole write transaction — on a runtime of its own when `db` is SQLite.
+///
+/// SQLite has one writer, so while a write transaction is open every other writer waits. Run
+/// on a request's own worker, each statement's answer wakes the transaction behind the other
+/// requests queued on that worker (WebAuthn verification, JSON), and the transaction stays open
+/// for many times its own work. On the writer runtime, whose one thread runs nothing else, it
+/// resumes at once. PostgreSQL transactions run where they are (writers do not exclude each
+/// other there).
+pub async fn on_writer<F, T>(db: &DatabaseConnection, work: F) -> T
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    if Backend::of(db) != Backend::Sqlite {
+        return work.await;
+    }
+    let Some(rt) = writer_runtime() else {
+        return work.await;
+    };
+    match rt.spawn(work).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime lives as long as the process; a cancelled task means it is shutting down.
+        Err(e) => panic!("the SQLite writer runtime stopped: {e}"),
+    }
+}
+
+fn writer_runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("anshin-sqlite-writer")
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "no SQLite writer runtime; write transactions run on the request workers"))
+            .ok()
+    })
+    .as_ref()
+}
+
 async fn lock_for_write(tx: &DatabaseTransaction) -> Result<(), DbErr> {
     if Backend::of(tx) == Backend::Sqlite {
         tx.execute_unprepared("UPDATE anshin_write_lock SET id = id WHERE 0")
