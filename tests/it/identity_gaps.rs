@@ -188,6 +188,46 @@ both_backends! {
         let (_, html) = get_page!(&app, "/invitations?lang=en", person.session.0);
         assert!(html.contains("Pending invitations"));
     }
+
+    async fn inviting_an_address_again_replaces_its_pending_invitation(db) {
+        let w = World::build(&db).await;
+        let app = test::init_service(db.app().await).await;
+        let invite = |slug: &str, email: &str, role: &str| {
+            test::TestRequest::post()
+                .uri("/api/v1/invitations")
+                .insert_header(bearer(&w, slug, Role::InstitutionAdmin))
+                .set_json(json!({"email": email, "display_name": "再招待 一郎", "role": role}))
+                .to_request()
+        };
+        let link = |inv: &Value| inv["enrollment_url"].as_str().unwrap().split("#token=").nth(1).unwrap().to_string();
+        let first: Value = test::call_and_read_body_json(&app, invite("alpha-hospital", "again@hikari.example.jp", "institution_staff")).await;
+        // Another tenant inviting the same address has its own invitation, untouched.
+        let elsewhere: Value = test::call_and_read_body_json(&app, invite("beta-clinic", "again@hikari.example.jp", "auditor")).await;
+        // The same address again (written differently), with another role: the first ends.
+        let second: Value = test::call_and_read_body_json(&app, invite("alpha-hospital", "Again@Hikari.example.jp", "auditor")).await;
+        let (_, list) = get_json!(&app, "/api/v1/invitations", bearer(&w, "alpha-hospital", Role::InstitutionAdmin));
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "one live invitation per address: {list}");
+        assert_eq!(items[0]["id"], second["id"]);
+        assert_eq!(items[0]["role"], "auditor");
+        let (_, list) = get_json!(&app, "/api/v1/invitations", bearer(&w, "beta-clinic", Role::InstitutionAdmin));
+        assert_eq!(list["items"][0]["id"], elsewhere["id"], "{list}");
+
+        // The first link no longer enrolls; the second does.
+        let begin = |token: String| test::TestRequest::post().uri("/api/v1/auth/enrollment/begin").set_json(json!({"token": token})).to_request();
+        let (status, p) = problem(test::call_service(&app, begin(link(&first))).await).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{p}");
+        let res = test::call_service(&app, begin(link(&second))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+
+        // The trail says which invitation the new one replaced.
+        let (_, events) = get_json!(&app, "/api/v1/audit/events?action=invitation.create", bearer(&w, "alpha-hospital", Role::InstitutionAdmin));
+        let events = events["items"].as_array().unwrap();
+        let created = events.iter().find(|e| e["target"]["id"] == second["id"]).expect("the second invitation's event");
+        assert_eq!(created["details"]["superseded"], json!([first["id"]]), "{created}");
+        let earlier = events.iter().find(|e| e["target"]["id"] == first["id"]).expect("the first invitation's event");
+        assert_eq!(earlier["details"]["superseded"], json!([]), "{earlier}");
+    }
 }
 
 both_backends! {

@@ -14,7 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, Set,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -371,7 +371,8 @@ impl IdentityService {
 
     // ---- Invitations --------------------------------------------------------------------
 
-    /// Invites a person into the inviter's own tenant. Admin roles only.
+    /// Invites a person into the inviter's own tenant. Admin roles only. A pending invitation
+    /// of the same address in this tenant ends (is superseded) in the same transaction.
     pub async fn invite(
         &self,
         actor: &Principal,
@@ -413,6 +414,25 @@ impl IdentityService {
             return Err(IdentityError::Conflict(
                 "an account with this email address already exists".into(),
             ));
+        }
+        // Inviting an address again (the first mail was lost, the role was wrong) replaces the
+        // pending invitation of this tenant: its link stops enrolling, so only one is ever live.
+        let superseded: Vec<Uuid> = invitation::Entity::find()
+            .select_only()
+            .column(invitation::Column::Id)
+            .filter(invitation::Column::TenantId.eq(actor.tenant_id))
+            .filter(invitation::Column::EmailIndex.eq(email.index.clone()))
+            .filter(invitation::Column::UsedAt.is_null())
+            .filter(invitation::Column::ExpiresAt.gt(now))
+            .into_tuple()
+            .all(&tx)
+            .await?;
+        if !superseded.is_empty() {
+            invitation::Entity::update_many()
+                .col_expr(invitation::Column::ExpiresAt, Expr::value(now))
+                .filter(invitation::Column::Id.is_in(superseded.clone()))
+                .exec(&tx)
+                .await?;
         }
         let inv = invitation::ActiveModel {
             id: Set(id),
@@ -456,7 +476,8 @@ impl IdentityService {
             .target(Target::new("invitation", inv.id))
             .detail("email", &email.address)
             .detail("role", role.as_str())
-            .detail("mailed", mailed),
+            .detail("mailed", mailed)
+            .detail("superseded", &superseded),
         )
         .await?;
         tx.commit().await?;
