@@ -7,6 +7,7 @@
 use actix_web::test;
 use anshin_audit::{Actor, AuditEvent, Outcome};
 use anshin_platform::Role;
+use anshin_tests::lit;
 use anshin_tests::{bearer, both_backends, World};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{json, Value};
@@ -59,14 +60,6 @@ where
     let status = res.status().as_u16();
     let body = test::read_body(res).await;
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-/// A UUID as an SQL literal: SQLite stores UUIDs as 16-byte blobs, PostgreSQL as `uuid`.
-fn lit(db: &anshin_tests::TestDb, id: uuid::Uuid) -> String {
-    match db.backend {
-        anshin_tests::Backend::Sqlite => format!("X'{}'", id.simple()),
-        anshin_tests::Backend::Postgres => format!("'{id}'"),
-    }
 }
 
 fn actions(page: &Value) -> Vec<String> {

@@ -14,21 +14,14 @@ use anshin_audit::Actor;
 use anshin_keys::KeyError;
 use anshin_platform::db::begin_platform_tx;
 use anshin_platform::Role;
-use anshin_tests::{bearer, both_backends, enroll_passkey, origin, Backend, Person, TestDb, World};
+use anshin_tests::lit;
+use anshin_tests::{bearer, both_backends, enroll_passkey, origin, Person, TestDb, World};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{json, Value};
 use uuid::Uuid;
 use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
 
 const PURPOSE: &str = "identity.email";
-
-/// A UUID as a SQL literal of the backend.
-fn lit(db: &TestDb, id: Uuid) -> String {
-    match db.backend {
-        Backend::Sqlite => format!("X'{}'", id.simple()),
-        Backend::Postgres => format!("'{id}'"),
-    }
-}
 
 /// The text values of a one-column query, read with raw SQL in platform scope (NULL as "").
 async fn strings(db: &TestDb, sql: &str) -> Vec<String> {

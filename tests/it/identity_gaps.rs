@@ -15,9 +15,10 @@
 use actix_web::http::StatusCode;
 use actix_web::test;
 use anshin_platform::Role;
+use anshin_tests::lit;
 use anshin_tests::{
     bearer, both_backends, enroll_passkey, free_port, origin, problem, wait_for_port, with_session,
-    Backend, TestDb, World,
+    World,
 };
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -56,14 +57,6 @@ macro_rules! get_page {
         let body = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
         (status, body)
     }};
-}
-
-/// A UUID as a SQL literal of the backend (for counting rows in platform scope).
-fn lit(db: &TestDb, id: Uuid) -> String {
-    match db.backend {
-        Backend::Sqlite => format!("X'{}'", id.simple()),
-        Backend::Postgres => format!("'{id}'"),
-    }
 }
 
 /// Refused sign-ins recorded in the tenant's trail, as its admin reads them through the API.

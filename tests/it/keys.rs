@@ -12,6 +12,7 @@ use anshin_keys::{KeyError, KeyService, KeyStatus};
 use anshin_platform::db::{begin_platform_tx, begin_tenant_tx};
 use anshin_platform::jobs::{JobQueue, JobStatus, Worker, WorkerOptions};
 use anshin_platform::Role;
+use anshin_tests::lit;
 use anshin_tests::{anshin_bin, bearer, both_backends, Backend, TestDb, World};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -238,14 +239,6 @@ async fn machine_client<A: App>(
 
 fn api_token(w: &World, slug: &str, role: Role) -> Auth {
     bearer(w, slug, role)
-}
-
-/// A UUID as an SQL literal: SQLite stores UUIDs as 16-byte blobs, PostgreSQL as `uuid`.
-fn lit(db: &TestDb, id: Uuid) -> String {
-    match db.backend {
-        Backend::Sqlite => format!("X'{}'", id.simple()),
-        Backend::Postgres => format!("'{id}'"),
-    }
 }
 
 /// Every stored audit event of the key service (their canonical bodies), in platform scope.

@@ -23,7 +23,8 @@ use anshin_platform::jobs::{JobQueue, JobRecord, JobStatus, Worker, WorkerOption
 use anshin_platform::{Principal, Role};
 use anshin_server::app::AppState;
 use anshin_server::services::ServiceSet;
-use anshin_tests::{anshin_bin, both_backends, free_port, Backend, TestDb, World};
+use anshin_tests::lit;
+use anshin_tests::{anshin_bin, both_backends, free_port, TestDb, World};
 use chrono::Utc;
 use p256::elliptic_curve::zeroize::Zeroizing;
 use sea_orm::{ConnectionTrait, Statement};
@@ -204,13 +205,6 @@ async fn strings(db: &TestDb, sql: &str) -> Vec<String> {
                 .unwrap_or_default()
         })
         .collect()
-}
-
-fn lit(db: &TestDb, id: Uuid) -> String {
-    match db.backend {
-        Backend::Sqlite => format!("X'{}'", id.simple()),
-        Backend::Postgres => format!("'{id}'"),
-    }
 }
 
 async fn principal(db: &TestDb, w: &World, slug: &str, role: Role) -> Principal {

@@ -705,3 +705,12 @@ pub fn identity_service(db: &TestDb, public_url: &str) -> anshin_identity::Ident
     )
     .unwrap()
 }
+
+/// A UUID as an SQL literal of the backend: SQLite stores UUIDs as 16-byte blobs, PostgreSQL as
+/// `uuid` (for raw-SQL checks in platform scope).
+pub fn lit(db: &TestDb, id: uuid::Uuid) -> String {
+    match db.backend {
+        Backend::Sqlite => format!("X'{}'", id.simple()),
+        Backend::Postgres => format!("'{id}'"),
+    }
+}
