@@ -344,10 +344,18 @@ both_backends! {
         let token = invite!(&app, &w, "idle@sakura.example.jp");
         let begin: Value = test::call_and_read_body_json(&app, post("/api/v1/auth/enrollment/begin", json!({"token": token})).to_request()).await;
         let ccr: CreationChallengeResponse = serde_json::from_value(begin["public_key"].clone()).unwrap();
-        let reg = WebauthnAuthenticator::new(SoftPasskey::new(true)).do_registration(origin(), ccr).unwrap();
+        let mut device = WebauthnAuthenticator::new(SoftPasskey::new(true));
+        let reg = device.do_registration(origin(), ccr).unwrap();
         let res = test::call_service(&app, post("/api/v1/auth/enrollment/finish", json!({"ceremony_id": begin["ceremony_id"], "credential": reg})).to_request()).await;
         assert_eq!(res.status(), StatusCode::CREATED);
         assert_eq!(db.count_platform("SELECT count(*) FROM sessions WHERE idle_timeout_secs = 120").await, 1);
+        // A passkey sign-in's session takes it too (read with the ceremony, in one query).
+        let begin: Value = test::call_and_read_body_json(&app, post("/api/v1/auth/sign-in/begin", json!({"email": "idle@sakura.example.jp"})).to_request()).await;
+        let rcr: RequestChallengeResponse = serde_json::from_value(begin["public_key"].clone()).unwrap();
+        let assertion = device.do_authentication(origin(), rcr).unwrap();
+        let res = test::call_service(&app, post("/api/v1/auth/sign-in/finish", json!({"ceremony_id": begin["ceremony_id"], "credential": assertion})).to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(db.count_platform("SELECT count(*) FROM sessions WHERE idle_timeout_secs = 120").await, 2);
         // Three idle minutes end it (the default 15 would not).
         db.exec_platform(&format!("UPDATE sessions SET last_seen_at = '{}' WHERE idle_timeout_secs = 120", (chrono::Utc::now() - chrono::Duration::minutes(3)).format("%Y-%m-%d %H:%M:%S%:z"))).await;
         let s = session_of(res).await;

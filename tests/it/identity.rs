@@ -376,3 +376,34 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::CREATED);
     }
 }
+
+// Two finishes of one sign-in racing with the same assertion: the writes of a finish are
+// all-or-nothing, so exactly one gets a session and the other changes nothing.
+both_backends! {
+    async fn racing_finishes_of_one_sign_in_get_one_session(db) {
+        let w = World::build(&db).await;
+        let app = test::init_service(db.app().await).await;
+        let (res, mut device) = enroll!(&app, &w, "alpha-clinic", "race@sakura.example.jp", "institution_staff");
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let cookie = session_cookie(&res).unwrap();
+
+        for round in 0..3 {
+            let begin: Value = test::call_and_read_body_json(&app, test::TestRequest::post().uri("/api/v1/auth/sign-in/begin").set_json(json!({"email": "race@sakura.example.jp"})).to_request()).await;
+            let rcr: RequestChallengeResponse = serde_json::from_value(begin["public_key"].clone()).unwrap();
+            let assertion = device.do_authentication(origin(), rcr).unwrap();
+            let finish = json!({"ceremony_id": begin["ceremony_id"], "credential": assertion});
+            let (a, b) = tokio::join!(
+                test::call_service(&app, test::TestRequest::post().uri("/api/v1/auth/sign-in/finish").set_json(&finish).to_request()),
+                test::call_service(&app, test::TestRequest::post().uri("/api/v1/auth/sign-in/finish").set_json(&finish).to_request()),
+            );
+            let (won, lost) = if a.status() == StatusCode::OK { (a, b) } else { (b, a) };
+            assert_eq!(won.status(), StatusCode::OK, "round {round}: one finish wins");
+            assert!(session_cookie(&won).is_some());
+            expect_refused(&lost, &format!("round {round}: the other finish"));
+        }
+
+        // The enrollment session and one per round: no session from a losing finish.
+        let sessions: Value = test::call_and_read_body_json(&app, test::TestRequest::get().uri("/api/v1/me/sessions").insert_header(("cookie", format!("anshin_session={cookie}"))).to_request()).await;
+        assert_eq!(sessions["items"].as_array().unwrap().len(), 4, "{sessions}");
+    }
+}

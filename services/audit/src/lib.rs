@@ -26,7 +26,7 @@ pub use checkpoint::{LocalSigner, PublicKeyInfo, Signer};
 pub use event::{Actor, ActorKind, AuditEvent, ClockStamp, Outcome, Source, Target, PLATFORM_LOG};
 pub use sealer::{SealReport, Sealer};
 pub use service::{AuditService, AuditSettings};
-pub use store::{record, record_all, register_tenant};
+pub use store::{record, record_all, record_statements, register_tenant};
 
 use anshin_platform::error::Problem;
 

@@ -5,8 +5,8 @@
 use crate::canonical;
 use crate::event::AuditEvent;
 use crate::AuditError;
-use sea_orm::sea_query::{Alias, OnConflict, Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm::sea_query::{Alias, InsertStatement, OnConflict, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
 /// Rows per INSERT statement: well inside both backends' bind-parameter limits.
@@ -115,6 +115,40 @@ const EVENT_COLUMNS: [&str; 13] = [
     "body",
 ];
 
+/// The statements that record `event` (its row and its place in the sealing queue), for a
+/// caller that sends its writes together (`anshin_platform::batch`). Each inserts one row.
+pub fn record_statements(
+    backend: DbBackend,
+    event: &AuditEvent,
+) -> Result<Vec<Statement>, AuditError> {
+    let row = Row::of(event, None)?;
+    let events = events_insert(std::slice::from_ref(&row))?;
+    let pending = pending_insert(&[(row.id, row.tenant_id)])?;
+    Ok(vec![backend.build(&events), backend.build(&pending)])
+}
+
+fn events_insert(rows: &[Row]) -> Result<InsertStatement, AuditError> {
+    let mut q = Query::insert();
+    q.into_table(Alias::new("audit_events"))
+        .columns(EVENT_COLUMNS.map(Alias::new));
+    for r in rows {
+        q.values(r.values.clone())
+            .map_err(|e| AuditError::Invalid(e.to_string()))?;
+    }
+    Ok(q)
+}
+
+fn pending_insert(ids: &[(Uuid, Uuid)]) -> Result<InsertStatement, AuditError> {
+    let mut p = Query::insert();
+    p.into_table(Alias::new("audit_pending"))
+        .columns([Alias::new("event_id"), Alias::new("tenant_id")]);
+    for (id, tenant) in ids {
+        p.values([(*id).into(), (*tenant).into()])
+            .map_err(|e| AuditError::Invalid(e.to_string()))?;
+    }
+    Ok(p)
+}
+
 async fn insert_rows<C: ConnectionTrait>(
     conn: &C,
     rows: &[Row],
@@ -123,13 +157,7 @@ async fn insert_rows<C: ConnectionTrait>(
     let backend = conn.get_database_backend();
     let mut inserted = 0usize;
     for chunk in rows.chunks(CHUNK) {
-        let mut q = Query::insert();
-        q.into_table(Alias::new("audit_events"))
-            .columns(EVENT_COLUMNS.map(Alias::new));
-        for r in chunk {
-            q.values(r.values.clone())
-                .map_err(|e| AuditError::Invalid(e.to_string()))?;
-        }
+        let mut q = events_insert(chunk)?;
         let ids: Vec<(Uuid, Uuid)> = if skip_duplicates {
             q.on_conflict(
                 OnConflict::columns([Alias::new("tenant_id"), Alias::new("client_ref")])
@@ -150,14 +178,7 @@ async fn insert_rows<C: ConnectionTrait>(
             continue;
         }
         inserted += ids.len();
-        let mut p = Query::insert();
-        p.into_table(Alias::new("audit_pending"))
-            .columns([Alias::new("event_id"), Alias::new("tenant_id")]);
-        for (id, tenant) in ids {
-            p.values([id.into(), tenant.into()])
-                .map_err(|e| AuditError::Invalid(e.to_string()))?;
-        }
-        conn.execute(backend.build(&p)).await?;
+        conn.execute(backend.build(&pending_insert(&ids)?)).await?;
     }
     Ok(inserted)
 }

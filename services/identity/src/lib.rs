@@ -4,6 +4,7 @@
 //! replica can finish what another began.
 
 mod access;
+mod assertion_read;
 mod audit;
 pub mod break_glass;
 pub mod clients;

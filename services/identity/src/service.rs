@@ -5,16 +5,19 @@ use crate::entity::{ceremony, credential, invitation, session, user};
 use crate::error::IdentityError;
 use crate::secretbox::SecretBox;
 use crate::secrets::{constant_time_eq, random_token, sha256_hex};
+use anshin_platform::batch::write_all_or_nothing;
 use anshin_platform::config::IdentityConfig;
-use anshin_platform::db::{begin_platform_tx, begin_platform_write_tx, on_writer, tenant_reader};
+use anshin_platform::db::{
+    begin_platform_tx, begin_platform_write_tx, platform_reader, tenant_reader,
+};
 use anshin_platform::error::Problem;
 use anshin_platform::secret::Secret;
 use anshin_platform::{Principal, Role, Subject, TenantKind};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -137,6 +140,8 @@ struct CheckedAssertion {
     credential: Uuid,
     /// The credential's stored form with the new counter.
     passkey: String,
+    /// The idle timeout of a session it opens: the tenant's policy or the default.
+    idle_timeout_secs: i64,
 }
 
 #[derive(Clone)]
@@ -283,6 +288,10 @@ impl IdentityService {
             http,
             provider_metadata: Arc::default(),
         })
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -694,45 +703,40 @@ impl IdentityService {
         email: &str,
     ) -> Result<(Uuid, RequestChallengeResponse), IdentityError> {
         let email = self.email_key(normalise_email(email)?).await?;
-        let tx = begin_platform_tx(&self.db).await?;
-        let u = user::Entity::find()
+        // The account and its credentials in one read (no transaction on SQLite).
+        let r = platform_reader(&self.db).await?;
+        let found = user::Entity::find()
             .filter(email.users())
             .filter(user::Column::Status.eq("active"))
-            .one(&tx)
+            .find_with_related(credential::Entity)
+            .all(&r)
             .await?;
-        let passkeys = match &u {
-            Some(u) => self.authenticators_of(&tx, u.id).await?.0,
-            None => Vec::new(),
+        r.finish().await?;
+        let Some((u, rows)) = found.into_iter().next() else {
+            return Ok((Uuid::now_v7(), self.decoy_challenge(&email.address)?));
         };
-        tx.commit().await?;
-        match u {
-            Some(u) if !passkeys.is_empty() => {
-                let (rcr, state) = self
-                    .webauthn
-                    .start_passkey_authentication(&passkeys)
-                    .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
-                // A write: on SQLite it queues on the writer instead of polling for the lock.
-                let this = self.clone();
-                let id = on_writer(&self.db, async move {
-                    let tx = begin_platform_write_tx(&this.db).await?;
-                    let id = this
-                        .store_ceremony(
-                            &tx,
-                            CEREMONY_SIGN_IN,
-                            u.tenant_id,
-                            u.id,
-                            None,
-                            &AuthState::Passkey(state),
-                        )
-                        .await?;
-                    tx.commit().await?;
-                    Ok::<_, IdentityError>(id)
-                })
-                .await?;
-                Ok((id, rcr))
-            }
-            _ => Ok((Uuid::now_v7(), self.decoy_challenge(&email.address)?)),
+        let passkeys = split_authenticators(rows)?.0;
+        if passkeys.is_empty() {
+            return Ok((Uuid::now_v7(), self.decoy_challenge(&email.address)?));
         }
+        let (rcr, state) = self
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|e| IdentityError::Ceremony(format!("cannot start sign-in: {e}")))?;
+        let (id, row) = self.ceremony_row(
+            CEREMONY_SIGN_IN,
+            u.tenant_id,
+            u.id,
+            None,
+            &AuthState::Passkey(state),
+        )?;
+        let insert = ceremony::Entity::insert(row).build(self.backend());
+        if !write_all_or_nothing(&self.db, vec![insert], 1).await? {
+            return Err(IdentityError::Setup(
+                "the sign-in challenge could not be stored".into(),
+            ));
+        }
+        Ok((id, rcr))
     }
 
     /// A challenge for an address without passkeys, indistinguishable from a real one: fresh
@@ -835,17 +839,24 @@ impl IdentityService {
                 .check_assertion(ceremony_id, CEREMONY_SIGN_IN, response)
                 .await?;
             let email = self.user_email(&checked.user).await?;
-            let this = self.clone();
-            on_writer(&self.db, async move {
-                let tx = begin_platform_write_tx(&this.db).await?;
-                let u = this.apply_assertion(&tx, checked).await?;
-                let s = this
-                    .create_session(&tx, &u, &email, "passkey", meta)
-                    .await?;
-                tx.commit().await?;
-                Ok::<_, IdentityError>((u, s))
-            })
-            .await
+            let idle = checked.idle_timeout_secs;
+            let now = Utc::now();
+            let u = user::Model {
+                last_sign_in_at: Some(now),
+                ..checked.user.clone()
+            };
+            let absolute = self.cfg.session_absolute_timeout_secs as i64;
+            let (s, session_writes) =
+                self.session_writes(&u, &email, "passkey", meta, absolute, idle)?;
+            let mut writes = self.assertion_writes(&checked, now).to_vec();
+            writes.extend(session_writes);
+            let expected = writes.len() as u64;
+            if !write_all_or_nothing(&self.db, writes, expected).await? {
+                return Err(IdentityError::Ceremony(
+                    "the challenge was used, the passkey removed or the account disabled while the sign-in was checked".into(),
+                ));
+            }
+            Ok::<_, IdentityError>((u, s))
         }
         .await;
         match outcome {
@@ -911,7 +922,11 @@ impl IdentityService {
         kind: &str,
         response: &PublicKeyCredential,
     ) -> Result<CheckedAssertion, IdentityError> {
-        let (c, state): (_, AuthState) = self.pending_ceremony(ceremony_id, kind).await?;
+        let presented = base64_url(response.raw_id.as_ref());
+        let ctx = crate::assertion_read::read(&self.db, ceremony_id, kind, &presented)
+            .await?
+            .ok_or_else(|| IdentityError::Ceremony("unknown ceremony; start again".into()))?;
+        let (c, state): (_, AuthState) = usable_ceremony(ctx.ceremony.clone())?;
         let verified = match &state {
             AuthState::Passkey(st) => self.webauthn.finish_passkey_authentication(response, st),
             AuthState::SecurityKey(st) => self
@@ -935,29 +950,29 @@ impl IdentityService {
                 });
             }
         };
-        let tx = begin_platform_tx(&self.db).await?;
-        let user = user::Entity::find_by_id(c.user_id)
-            .one(&tx)
-            .await?
-            .filter(|u| u.status == "active");
-        let cred_id = base64_url(result.cred_id().as_ref());
-        let stored = credential::Entity::find()
-            .filter(credential::Column::CredentialId.eq(&cred_id))
-            .filter(credential::Column::UserId.eq(c.user_id))
-            .one(&tx)
-            .await?;
-        tx.commit().await?;
-        let user = user.ok_or_else(|| IdentityError::Ceremony("the account is disabled".into()))?;
-        let stored = stored.ok_or_else(|| {
-            IdentityError::Ceremony("this passkey is not registered to the account".into())
-        })?;
+        let user = ctx
+            .user
+            .filter(|u| u.status == "active")
+            .ok_or_else(|| IdentityError::Ceremony("the account is disabled".into()))?;
+        // The verified credential is the one presented (and read) above.
+        let stored = ctx
+            .credential
+            .filter(|k| k.credential_id == base64_url(result.cred_id().as_ref()))
+            .ok_or_else(|| {
+                IdentityError::Ceremony("this passkey is not registered to the account".into())
+            })?;
         let mut auth = StoredAuthenticator::from_row(&stored.kind, &stored.passkey)?;
         auth.update(&result);
+        let idle_timeout_secs = ctx
+            .policy
+            .map(|p| p.idle_timeout_secs)
+            .unwrap_or_else(|| self.policy_defaults().idle_timeout_secs);
         Ok(CheckedAssertion {
             ceremony: c.id,
             user,
             credential: stored.id,
             passkey: auth.to_row()?,
+            idle_timeout_secs,
         })
     }
 
@@ -983,42 +998,49 @@ impl IdentityService {
         checked: CheckedAssertion,
     ) -> Result<user::Model, IdentityError> {
         let now = Utc::now();
-        let r = ceremony::Entity::update_many()
-            .col_expr(ceremony::Column::ConsumedAt, Expr::value(now))
-            .filter(ceremony::Column::Id.eq(checked.ceremony))
-            .filter(ceremony::Column::ConsumedAt.is_null())
-            .exec(tx)
-            .await?;
-        if r.rows_affected != 1 {
-            return Err(IdentityError::Ceremony(
-                "this challenge was already used; start again".into(),
-            ));
-        }
-        let r = credential::Entity::update_many()
-            .col_expr(credential::Column::Passkey, Expr::value(checked.passkey))
-            .col_expr(credential::Column::LastUsedAt, Expr::value(now))
-            .filter(credential::Column::Id.eq(checked.credential))
-            .filter(credential::Column::UserId.eq(checked.user.id))
-            .exec(tx)
-            .await?;
-        if r.rows_affected != 1 {
-            return Err(IdentityError::Ceremony(
-                "this passkey is not registered to the account".into(),
-            ));
-        }
-        let r = user::Entity::update_many()
-            .col_expr(user::Column::LastSignInAt, Expr::value(now))
-            .filter(user::Column::Id.eq(checked.user.id))
-            .filter(user::Column::Status.eq("active"))
-            .exec(tx)
-            .await?;
-        if r.rows_affected != 1 {
-            return Err(IdentityError::Ceremony("the account is disabled".into()));
+        let [consume, counter, last_sign_in] = self.assertion_writes(&checked, now);
+        let refusals = [
+            (consume, "this challenge was already used; start again"),
+            (counter, "this passkey is not registered to the account"),
+            (last_sign_in, "the account is disabled"),
+        ];
+        for (write, refusal) in refusals {
+            if tx.execute(write).await?.rows_affected() != 1 {
+                return Err(IdentityError::Ceremony(refusal.into()));
+            }
         }
         Ok(user::Model {
             last_sign_in_at: Some(now),
             ..checked.user
         })
+    }
+
+    /// The writes of an accepted assertion, each changing one row only while its condition
+    /// holds: the ceremony consumed (only one of two racing finishes wins), the credential's
+    /// new counter stored, the account's last sign-in recorded while it is still active.
+    fn assertion_writes(&self, checked: &CheckedAssertion, now: DateTime<Utc>) -> [Statement; 3] {
+        let backend = self.backend();
+        [
+            ceremony::Entity::update_many()
+                .col_expr(ceremony::Column::ConsumedAt, Expr::value(now))
+                .filter(ceremony::Column::Id.eq(checked.ceremony))
+                .filter(ceremony::Column::ConsumedAt.is_null())
+                .build(backend),
+            credential::Entity::update_many()
+                .col_expr(
+                    credential::Column::Passkey,
+                    Expr::value(checked.passkey.clone()),
+                )
+                .col_expr(credential::Column::LastUsedAt, Expr::value(now))
+                .filter(credential::Column::Id.eq(checked.credential))
+                .filter(credential::Column::UserId.eq(checked.user.id))
+                .build(backend),
+            user::Entity::update_many()
+                .col_expr(user::Column::LastSignInAt, Expr::value(now))
+                .filter(user::Column::Id.eq(checked.user.id))
+                .filter(user::Column::Status.eq("active"))
+                .build(backend),
+        ]
     }
 
     // ---- Sessions -----------------------------------------------------------------------
@@ -1358,52 +1380,39 @@ impl IdentityService {
         invitation_id: Option<Uuid>,
         state: &S,
     ) -> Result<Uuid, IdentityError> {
-        let now = Utc::now();
-        let m = ceremony::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            kind: Set(kind.into()),
-            tenant_id: Set(tenant_id),
-            user_id: Set(user_id),
-            invitation_id: Set(invitation_id),
-            state: Set(
-                serde_json::to_string(state).map_err(|e| IdentityError::Setup(e.to_string()))?
-            ),
-            created_at: Set(now),
-            expires_at: Set(now + Duration::seconds(self.cfg.ceremony_timeout_secs as i64)),
-            consumed_at: Set(None),
-        }
-        .insert(c)
-        .await?;
-        Ok(m.id)
+        let (id, row) = self.ceremony_row(kind, tenant_id, user_id, invitation_id, state)?;
+        ceremony::Entity::insert(row)
+            .exec_without_returning(c)
+            .await?;
+        Ok(id)
     }
 
-    /// A ceremony of `kind` that is neither used nor expired, with its decoded state, read
-    /// without writing (the caller consumes it in its own write transaction).
-    pub(crate) async fn pending_ceremony<S: serde::de::DeserializeOwned>(
+    /// A new pending ceremony, expiring after the configured ceremony timeout.
+    fn ceremony_row<S: Serialize>(
         &self,
-        id: Uuid,
         kind: &str,
-    ) -> Result<(ceremony::Model, S), IdentityError> {
-        let tx = begin_platform_tx(&self.db).await?;
-        let c = ceremony::Entity::find_by_id(id)
-            .filter(ceremony::Column::Kind.eq(kind))
-            .one(&tx)
-            .await?;
-        tx.commit().await?;
-        let c = c.ok_or_else(|| IdentityError::Ceremony("unknown ceremony; start again".into()))?;
-        if c.consumed_at.is_some() {
-            return Err(IdentityError::Ceremony(
-                "this challenge was already used; start again".into(),
-            ));
-        }
-        if c.expires_at <= Utc::now() {
-            return Err(IdentityError::Ceremony(
-                "this challenge has expired; start again".into(),
-            ));
-        }
-        let state = serde_json::from_str(&c.state)
-            .map_err(|e| IdentityError::Ceremony(format!("stored ceremony is unreadable: {e}")))?;
-        Ok((c, state))
+        tenant_id: Uuid,
+        user_id: Uuid,
+        invitation_id: Option<Uuid>,
+        state: &S,
+    ) -> Result<(Uuid, ceremony::ActiveModel), IdentityError> {
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        Ok((
+            id,
+            ceremony::ActiveModel {
+                id: Set(id),
+                kind: Set(kind.into()),
+                tenant_id: Set(tenant_id),
+                user_id: Set(user_id),
+                invitation_id: Set(invitation_id),
+                state: Set(serde_json::to_string(state)
+                    .map_err(|e| IdentityError::Setup(e.to_string()))?),
+                created_at: Set(now),
+                expires_at: Set(now + Duration::seconds(self.cfg.ceremony_timeout_secs as i64)),
+                consumed_at: Set(None),
+            },
+        ))
     }
 
     /// Marks a ceremony used and returns it with its decoded state; a replayed, expired or unknown
@@ -1452,15 +1461,7 @@ impl IdentityService {
             .filter(credential::Column::UserId.eq(user_id))
             .all(c)
             .await?;
-        let mut passkeys = Vec::new();
-        let mut keys = Vec::new();
-        for r in rows {
-            match StoredAuthenticator::from_row(&r.kind, &r.passkey)? {
-                StoredAuthenticator::Passkey(p) => passkeys.push(p),
-                StoredAuthenticator::SecurityKey(k) => keys.push(k),
-            }
-        }
-        Ok((passkeys, keys))
+        split_authenticators(rows)
     }
 
     pub(crate) async fn store_credential(
@@ -1532,14 +1533,33 @@ impl IdentityService {
         meta: ClientMeta,
         absolute_secs: i64,
     ) -> Result<NewSession, IdentityError> {
+        // The tenant's own idle timeout (identity policy), else the configured default.
+        let idle = self.idle_timeout_secs(c, u.tenant_id).await?;
+        let (s, writes) = self.session_writes(u, email, method, meta, absolute_secs, idle)?;
+        for w in writes {
+            c.execute(w).await?;
+        }
+        Ok(s)
+    }
+
+    /// A new session and the writes that create it: its row and its `auth.sign_in` audit event
+    /// (each inserts one row).
+    fn session_writes(
+        &self,
+        u: &user::Model,
+        email: &str,
+        method: &str,
+        meta: ClientMeta,
+        absolute_secs: i64,
+        idle_timeout_secs: i64,
+    ) -> Result<(NewSession, Vec<Statement>), IdentityError> {
+        let backend = self.backend();
         let cookie = random_token();
         let csrf = random_token();
         let now = Utc::now();
         let session_id = Uuid::now_v7();
         let absolute_expires_at = now + Duration::seconds(absolute_secs);
-        // The tenant's own idle timeout (identity policy), else the configured default.
-        let idle = self.idle_timeout_secs(c, u.tenant_id).await?;
-        session::ActiveModel {
+        let row = session::ActiveModel {
             id: Set(session_id),
             token_hash: Set(sha256_hex(&cookie)),
             user_id: Set(u.id),
@@ -1550,37 +1570,75 @@ impl IdentityService {
             source_ip: Set(meta.source_ip.map(|s| s.chars().take(64).collect())),
             created_at: Set(now),
             last_seen_at: Set(now),
-            idle_timeout_secs: Set(idle),
+            idle_timeout_secs: Set(idle_timeout_secs),
             absolute_expires_at: Set(absolute_expires_at),
             stepped_up_at: Set(
                 (method.contains("passkey") || method.contains("security_key")).then_some(now),
             ),
             ended_at: Set(None),
             ended_reason: Set(None),
-        }
-        .insert(c)
-        .await?;
-        crate::audit::record(
-            c,
-            AuditEvent::new(
-                u.tenant_id,
-                crate::audit::user_actor(u, email).with_session(session_id),
-                "auth.sign_in",
-                Outcome::Success,
+        };
+        let mut writes = vec![session::Entity::insert(row).build(backend)];
+        writes.extend(
+            anshin_audit::record_statements(
+                backend,
+                &AuditEvent::new(
+                    u.tenant_id,
+                    crate::audit::user_actor(u, email).with_session(session_id),
+                    "auth.sign_in",
+                    Outcome::Success,
+                )
+                .target(Target::new("session", session_id))
+                .detail("method", method)
+                .detail("absolute_expires_at", absolute_expires_at),
             )
-            .target(Target::new("session", session_id))
-            .detail("method", method)
-            .detail("absolute_expires_at", absolute_expires_at),
-        )
-        .await?;
-        Ok(NewSession {
-            session_id,
-            cookie: Secret::new(cookie),
-            csrf_token: csrf,
-            user: UserInfo::from_model(u.clone(), email.to_string()),
-            absolute_expires_at,
-        })
+            .map_err(crate::audit::audit_err)?,
+        );
+        Ok((
+            NewSession {
+                session_id,
+                cookie: Secret::new(cookie),
+                csrf_token: csrf,
+                user: UserInfo::from_model(u.clone(), email.to_string()),
+                absolute_expires_at,
+            },
+            writes,
+        ))
     }
+}
+
+/// A ceremony that exists and is neither used nor expired, with its decoded state.
+fn usable_ceremony<S: serde::de::DeserializeOwned>(
+    c: ceremony::Model,
+) -> Result<(ceremony::Model, S), IdentityError> {
+    if c.consumed_at.is_some() {
+        return Err(IdentityError::Ceremony(
+            "this challenge was already used; start again".into(),
+        ));
+    }
+    if c.expires_at <= Utc::now() {
+        return Err(IdentityError::Ceremony(
+            "this challenge has expired; start again".into(),
+        ));
+    }
+    let state = serde_json::from_str(&c.state)
+        .map_err(|e| IdentityError::Ceremony(format!("stored ceremony is unreadable: {e}")))?;
+    Ok((c, state))
+}
+
+/// Stored credentials as webauthn-rs authenticators: passkeys and security keys apart.
+fn split_authenticators(
+    rows: Vec<credential::Model>,
+) -> Result<(Vec<Passkey>, Vec<SecurityKey>), IdentityError> {
+    let mut passkeys = Vec::new();
+    let mut keys = Vec::new();
+    for r in rows {
+        match StoredAuthenticator::from_row(&r.kind, &r.passkey)? {
+            StoredAuthenticator::Passkey(p) => passkeys.push(p),
+            StoredAuthenticator::SecurityKey(k) => keys.push(k),
+        }
+    }
+    Ok((passkeys, keys))
 }
 
 async fn usable_invitation(

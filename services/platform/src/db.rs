@@ -32,7 +32,7 @@ fn sqlite_writers() -> &'static Mutex<HashMap<PathBuf, DatabaseConnection>> {
 }
 
 /// The write pool of `db`'s SQLite file, if [`connect`] made one.
-fn sqlite_writer(db: &DatabaseConnection) -> Option<DatabaseConnection> {
+pub(crate) fn sqlite_writer(db: &DatabaseConnection) -> Option<DatabaseConnection> {
     if !matches!(db, DatabaseConnection::SqlxSqlitePoolConnection(_)) {
         return None;
     }
@@ -237,6 +237,15 @@ pub async fn tenant_reader(
     }
 }
 
+/// [`tenant_reader`] in platform scope: lookups before any tenant is known (a sign-in finding
+/// its account). On SQLite the pool itself, on PostgreSQL a platform-scope transaction.
+pub async fn platform_reader(db: &DatabaseConnection) -> Result<TenantReader, DbErr> {
+    match Backend::of(db) {
+        Backend::Sqlite => Ok(TenantReader::Pool(db.clone())),
+        Backend::Postgres => Ok(TenantReader::Tx(begin_platform_tx(db).await?)),
+    }
+}
+
 #[async_trait::async_trait]
 impl ConnectionTrait for TenantReader {
     fn get_database_backend(&self) -> DbBackend {
@@ -322,7 +331,7 @@ where
     }
 }
 
-fn writer_runtime() -> Option<&'static tokio::runtime::Runtime> {
+pub(crate) fn writer_runtime() -> Option<&'static tokio::runtime::Runtime> {
     static RT: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -1,5 +1,6 @@
 //! Shared foundation of every Anshin service.
 
+pub mod batch;
 pub mod config;
 pub mod db;
 pub mod error;
