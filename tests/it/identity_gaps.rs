@@ -130,9 +130,14 @@ both_backends! {
         let (status, p) = problem(test::call_service(&app, revoke(&ids[0], admin())).await).await;
         assert_eq!(status, StatusCode::CONFLICT, "{p}");
 
-        // The revoked link no longer enrolls.
+        assert!(p["detail"].as_str().unwrap().contains("already revoked"), "{p}");
+
+        // The revoked link no longer enrolls, and says why; the row records who revoked it.
         let (status, p) = problem(test::call_service(&app, test::TestRequest::post().uri("/api/v1/auth/enrollment/begin").set_json(json!({"token": links[0]})).to_request()).await).await;
         assert_eq!(status, StatusCode::CONFLICT, "{p}");
+        assert!(p["detail"].as_str().unwrap().contains("revoked by an administrator"), "{p}");
+        let uuid_of = |id: &str| uuid::Uuid::parse_str(id).unwrap();
+        assert_eq!(db.count_platform(&format!("SELECT COUNT(*) FROM invitations WHERE id = {} AND revoked_reason = 'revoked' AND revoked_by LIKE 'token:%' AND revoked_at IS NOT NULL", lit(&db, uuid_of(&ids[0])))).await, 1);
 
         // A registration begun before the revocation cannot finish after it.
         let begin: Value = test::call_and_read_body_json(&app, test::TestRequest::post().uri("/api/v1/auth/enrollment/begin").set_json(json!({"token": links[1]})).to_request()).await;
@@ -206,10 +211,14 @@ both_backends! {
         let (_, list) = get_json!(&app, "/api/v1/invitations", bearer(&w, "beta-clinic", Role::InstitutionAdmin));
         assert_eq!(list["items"][0]["id"], elsewhere["id"], "{list}");
 
-        // The first link no longer enrolls; the second does.
+        // The first link no longer enrolls (and says a newer invitation replaced it); the second
+        // does.
         let begin = |token: String| test::TestRequest::post().uri("/api/v1/auth/enrollment/begin").set_json(json!({"token": token})).to_request();
         let (status, p) = problem(test::call_service(&app, begin(link(&first))).await).await;
         assert_eq!(status, StatusCode::CONFLICT, "{p}");
+        assert!(p["detail"].as_str().unwrap().contains("replaced by a newer invitation"), "{p}");
+        let first_id = uuid::Uuid::parse_str(first["id"].as_str().unwrap()).unwrap();
+        assert_eq!(db.count_platform(&format!("SELECT COUNT(*) FROM invitations WHERE id = {} AND revoked_reason = 'superseded' AND revoked_at IS NOT NULL", lit(&db, first_id))).await, 1);
         let res = test::call_service(&app, begin(link(&second))).await;
         assert_eq!(res.status(), StatusCode::OK);
 

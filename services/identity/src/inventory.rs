@@ -327,15 +327,26 @@ impl IdentityService {
                 "this invitation was already used: the account exists; disable it on the account page instead".into(),
             ));
         }
+        if inv.revoked_at.is_some() {
+            return Err(IdentityError::Conflict(
+                "this invitation was already revoked or replaced by a newer one".into(),
+            ));
+        }
         if inv.expires_at <= now {
             return Err(IdentityError::Conflict(
-                "this invitation has already expired or was revoked".into(),
+                "this invitation has already expired".into(),
             ));
         }
         // Only a still-pending invitation ends here: an enrollment finishing at the same moment
         // either wins (and the revocation is refused) or finds the link expired.
         let ended = invitation::Entity::update_many()
             .col_expr(invitation::Column::ExpiresAt, Expr::value(now))
+            .col_expr(invitation::Column::RevokedAt, Expr::value(now))
+            .col_expr(
+                invitation::Column::RevokedBy,
+                Expr::value(actor.subject.label()),
+            )
+            .col_expr(invitation::Column::RevokedReason, Expr::value("revoked"))
             .filter(invitation::Column::Id.eq(inv.id))
             .filter(invitation::Column::UsedAt.is_null())
             .filter(invitation::Column::ExpiresAt.gt(now))

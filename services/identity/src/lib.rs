@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod mail;
 pub mod migration;
 mod migration_contact;
+mod migration_invitations;
 mod migration_passwords;
 pub mod oidc;
 mod oidc_metadata;

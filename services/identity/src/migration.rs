@@ -557,6 +557,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(CreateClientTables),
         Box::new(crate::migration_passwords::AddPasswordResets),
         Box::new(crate::migration_contact::SealContactData),
+        Box::new(crate::migration_invitations::RecordInvitationRevocation),
     ]
 }
 

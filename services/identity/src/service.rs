@@ -439,6 +439,12 @@ impl IdentityService {
         if !superseded.is_empty() {
             invitation::Entity::update_many()
                 .col_expr(invitation::Column::ExpiresAt, Expr::value(now))
+                .col_expr(invitation::Column::RevokedAt, Expr::value(now))
+                .col_expr(
+                    invitation::Column::RevokedBy,
+                    Expr::value(actor.subject.label()),
+                )
+                .col_expr(invitation::Column::RevokedReason, Expr::value("superseded"))
                 .filter(invitation::Column::Id.is_in(superseded.clone()))
                 .exec(&tx)
                 .await?;
@@ -455,6 +461,9 @@ impl IdentityService {
             created_at: Set(now),
             expires_at: Set(now + Duration::hours(self.cfg.invitation_ttl_hours as i64)),
             used_at: Set(None),
+            revoked_at: Set(None),
+            revoked_by: Set(None),
+            revoked_reason: Set(None),
         }
         .insert(&tx)
         .await?;
@@ -1650,6 +1659,20 @@ async fn usable_invitation(
         .one(c)
         .await?
         .ok_or_else(|| IdentityError::NotFound("this enrollment link is not valid".into()))?;
+    match inv.revoked_reason.as_deref() {
+        Some("superseded") => {
+            return Err(IdentityError::Conflict(
+                "this enrollment link was replaced by a newer invitation of the same address; use the link of the newest invitation".into(),
+            ))
+        }
+        Some(_) => {
+            return Err(IdentityError::Conflict(
+                "this enrollment link was revoked by an administrator; ask for a new invitation"
+                    .into(),
+            ))
+        }
+        None => {}
+    }
     if inv.used_at.is_some() || inv.expires_at <= Utc::now() {
         return Err(IdentityError::Conflict(
             "this enrollment link was already used or has expired; ask for a new invitation".into(),

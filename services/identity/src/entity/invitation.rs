@@ -21,6 +21,12 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub used_at: Option<DateTimeUtc>,
+    /// When the invitation ended before use, if it did.
+    pub revoked_at: Option<DateTimeUtc>,
+    /// Who ended it (`token:<id>` or `user:<id>`).
+    pub revoked_by: Option<String>,
+    /// `revoked` (by an admin) or `superseded` (a newer invitation of the same address).
+    pub revoked_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
