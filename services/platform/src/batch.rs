@@ -222,6 +222,17 @@ mod tests {
         Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
     }
 
+    fn insert(id: i64, v: &str) -> Statement {
+        st(
+            "INSERT INTO t (id, v) VALUES (?, ?)",
+            vec![id.into(), v.into()],
+        )
+    }
+
+    fn update(id: i64, v: &str) -> Statement {
+        st("UPDATE t SET v = ? WHERE id = ?", vec![v.into(), id.into()])
+    }
+
     async fn rows(db: &DatabaseConnection) -> Vec<(i64, String)> {
         let all: Vec<QueryResult> = db
             .query_all(st("SELECT id, v FROM t ORDER BY id", vec![]))
@@ -240,26 +251,9 @@ mod tests {
     #[tokio::test]
     async fn a_batch_commits_when_every_write_happened_and_binds_parameters_in_order() {
         let (_d, db) = sqlite().await;
-        let ok = write_all_or_nothing(
-            &db,
-            vec![
-                st(
-                    "INSERT INTO t (id, v) VALUES (?, ?)",
-                    vec![1.into(), "a".into()],
-                ),
-                st(
-                    "INSERT INTO t (id, v) VALUES (?, ?)",
-                    vec![2.into(), "b".into()],
-                ),
-                st(
-                    "UPDATE t SET v = ? WHERE id = ?",
-                    vec!["c".into(), 1.into()],
-                ),
-            ],
-            3,
-        )
-        .await
-        .expect("batch");
+        let ok = write_all_or_nothing(&db, vec![insert(1, "a"), insert(2, "b"), update(1, "c")], 3)
+            .await
+            .expect("batch");
         assert!(ok);
         assert_eq!(rows(&db).await, vec![(1, "c".into()), (2, "b".into())]);
     }
@@ -270,15 +264,9 @@ mod tests {
         let ok = write_all_or_nothing(
             &db,
             vec![
-                st(
-                    "INSERT INTO t (id, v) VALUES (?, ?)",
-                    vec![1.into(), "a".into()],
-                ),
+                insert(1, "a"),
                 // No row 9: the update changes nothing, so the insert must not stay either.
-                st(
-                    "UPDATE t SET v = ? WHERE id = ?",
-                    vec!["x".into(), 9.into()],
-                ),
+                update(9, "x"),
             ],
             2,
         )
@@ -291,31 +279,10 @@ mod tests {
     #[tokio::test]
     async fn a_failing_statement_rolls_the_batch_back() {
         let (_d, db) = sqlite().await;
-        assert!(write_all_or_nothing(
-            &db,
-            vec![st(
-                "INSERT INTO t (id, v) VALUES (?, ?)",
-                vec![1.into(), "a".into()]
-            )],
-            1
-        )
-        .await
-        .expect("one"));
-        let r = write_all_or_nothing(
-            &db,
-            vec![
-                st(
-                    "INSERT INTO t (id, v) VALUES (?, ?)",
-                    vec![2.into(), "b".into()],
-                ),
-                st(
-                    "INSERT INTO t (id, v) VALUES (?, ?)",
-                    vec![1.into(), "dup".into()],
-                ),
-            ],
-            2,
-        )
-        .await;
+        assert!(write_all_or_nothing(&db, vec![insert(1, "a")], 1)
+            .await
+            .expect("one"));
+        let r = write_all_or_nothing(&db, vec![insert(2, "b"), insert(1, "dup")], 2).await;
         assert!(r.is_err());
         assert_eq!(rows(&db).await, vec![(1, "a".into())]);
     }
@@ -332,20 +299,13 @@ mod tests {
             .map(|i| {
                 let db = db.clone();
                 tokio::spawn(async move {
-                    let mut writes = vec![st(
-                        "INSERT INTO t (id, v) VALUES (?, ?)",
-                        vec![i.into(), "new".into()],
-                    )];
+                    let mut writes = vec![insert(i, "new")];
                     match i % 20 {
                         // A condition that does not hold: no row 5000.
-                        7 => {
-                            writes.push(st("UPDATE t SET v = 'x' WHERE id = ?", vec![5000.into()]))
-                        }
+                        7 => writes.push(update(5000, "x")),
                         // A statement that fails: the key is taken.
-                        13 => writes.push(st("INSERT INTO t (id, v) VALUES (1000, 'dup')", vec![])),
-                        _ => {
-                            writes.push(st("UPDATE t SET v = 'done' WHERE id = ?", vec![i.into()]))
-                        }
+                        13 => writes.push(insert(1000, "dup")),
+                        _ => writes.push(update(i, "done")),
                     }
                     (i, write_all_or_nothing(&db, writes, 2).await)
                 })
