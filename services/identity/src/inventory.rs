@@ -339,14 +339,7 @@ impl IdentityService {
         }
         // Only a still-pending invitation ends here: an enrollment finishing at the same moment
         // either wins (and the revocation is refused) or finds the link expired.
-        let ended = invitation::Entity::update_many()
-            .col_expr(invitation::Column::ExpiresAt, Expr::value(now))
-            .col_expr(invitation::Column::RevokedAt, Expr::value(now))
-            .col_expr(
-                invitation::Column::RevokedBy,
-                Expr::value(actor.subject.label()),
-            )
-            .col_expr(invitation::Column::RevokedReason, Expr::value("revoked"))
+        let ended = invitation::end_early(now, actor.subject.label(), "revoked")
             .filter(invitation::Column::Id.eq(inv.id))
             .filter(invitation::Column::UsedAt.is_null())
             .filter(invitation::Column::ExpiresAt.gt(now))

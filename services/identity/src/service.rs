@@ -437,14 +437,7 @@ impl IdentityService {
             .all(&tx)
             .await?;
         if !superseded.is_empty() {
-            invitation::Entity::update_many()
-                .col_expr(invitation::Column::ExpiresAt, Expr::value(now))
-                .col_expr(invitation::Column::RevokedAt, Expr::value(now))
-                .col_expr(
-                    invitation::Column::RevokedBy,
-                    Expr::value(actor.subject.label()),
-                )
-                .col_expr(invitation::Column::RevokedReason, Expr::value("superseded"))
+            invitation::end_early(now, actor.subject.label(), "superseded")
                 .filter(invitation::Column::Id.is_in(superseded.clone()))
                 .exec(&tx)
                 .await?;
