@@ -36,7 +36,11 @@ impl ActiveModelBehavior for ActiveModel {}
 
 /// Ends invitations before use (the caller filters which): the link stops enrolling at once, and
 /// the rows say when, by whom (`by`, a principal label) and why (`revoked` or `superseded`).
-pub fn end_early(now: DateTimeUtc, by: String, reason: &'static str) -> sea_orm::UpdateMany<Entity> {
+pub fn end_early(
+    now: DateTimeUtc,
+    by: String,
+    reason: &'static str,
+) -> sea_orm::UpdateMany<Entity> {
     use sea_orm::sea_query::Expr;
     Entity::update_many()
         .col_expr(Column::ExpiresAt, Expr::value(now))
